@@ -7,10 +7,13 @@
 The block runs from the last line that is exactly "# /// caboose" to the next that is exactly
 "# ///"; each line between is "# " and ASCII Python, KEY = VALUE (KEY dotted, the last one wins),
 VALUE a literal (nan and inf too) or pickle('BASE64'), read by a small evaluator, never eval.
-Guarantees: the code above is never rewritten; an update is one pwrite under flock, so a killed
-process leaves a script that compiles, each value old or new; compaction (first write, exit, or
-past COMPACT_AFTER bytes) renames an fsynced copy over the script; SYNC = True fsyncs each update.
-Limits: a Value needs a source file (not the REPL or -c); flock may fail on network file systems.
+Guarantees: the code above is never rewritten.  An update is one pwrite under flock that turns
+the closing line into the comment "# ###" and adds "# KEY = VALUE" and a new closing line, so a
+process killed at any instant, or a reader, sees a script that compiles, each value old or new.
+Compaction (first write, exit, or past COMPACT_AFTER dead bytes) renames an fsynced copy over
+the script.  SYNC = True (or CABOOSE_SYNC=1) fsyncs each update too.  Limits: a Value needs a
+source file (not the REPL or -c); flock may not hold on network file systems; compaction splits
+hard links; an editor that rewrites the script in place, unlocked, while it writes, can race it.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import _operator
 import atexit
 import os
 import sys
+import time
 from _ast import PyCF_ONLY_AST
 from _thread import RLock
 from keyword import iskeyword
@@ -80,8 +84,8 @@ def _evaluate(node: Any) -> Any:
 
 def _source(value: Any) -> str:  # a set's items are sorted, so that a set always reads the same
     kind = type(value)
-    if kind in _PLAIN:
-        return ascii(value)
+    if kind in _PLAIN and (kind is not int or value.bit_length() < 10_000):
+        return ascii(value)  # (str() of a longer int fails on Python 3.11 and newer)
     if kind is dict:
         return "{" + ", ".join(f"{_source(k)}: {_source(v)}" for k, v in value.items()) + "}"
     if kind not in (list, tuple, set):
@@ -116,7 +120,7 @@ def _parse(data: bytes, path: str) -> tuple[bytes, int, dict[str, tuple[int, str
             try:  # block text in a string literal leaves the code above it unfinished
                 if closed and end == len(data) and not quoted or _tree(data[:start]):
                     break
-            except (SyntaxError, ValueError):
+            except (SyntaxError, ValueError, MemoryError, RecursionError):
                 pass
     first, body = data.count(b"\n", 0, start) + 1, []
     for line in lines[1 : closed or count]:
@@ -124,21 +128,22 @@ def _parse(data: bytes, path: str) -> tuple[bytes, int, dict[str, tuple[int, str
             raise CabooseError(f"{path}:{first + 1 + len(body)}", "not an ASCII '# ' block line")
         body.append(line[2:].rstrip(b"\r\n").decode())
     code, tail = data[:start] + data[end:], end - len(lines[closed])
-    if not closed:  # cut short by a crash: an unfinished last assignment is dropped
+    if not closed:  # cut short by a crash: an unfinished last line, or assignment, is dropped
+        body = body[:-1] if body and not lines[count - 1].endswith(b"\n") else body
         try:
-            if lines[count - 1].endswith(b"\n"):
-                return code, -1, _records(body, path, first)
+            return code, -1, _records(body, path, first)
         except CabooseError:
-            pass
-        body = body[: max([n for n, text in enumerate(body) if text[:1].strip()] or [0])]
+            body = body[: max([n for n, text in enumerate(body) if text[:1].strip()] or [0])]
     return code, tail if closed and end == len(data) else -1, _records(body, path, first)
 
 
 def _records(body: list[str], path: str, first: int) -> dict[str, tuple[int, str]]:
     try:
         tree, records, last = _tree("\n".join(body)), {}, 0
-    except SyntaxError as error:
-        raise CabooseError(f"{path}:{first + (error.lineno or 1)}", error.msg) from None
+    except (SyntaxError, ValueError, MemoryError, RecursionError) as error:
+        deepest = max(range(len(body)), key=lambda n: len(body[n]), default=0)  # no lineno
+        line = first + (getattr(error, "lineno", 0) or deepest + 1)
+        raise CabooseError(f"{path}:{line}", getattr(error, "msg", repr(error))) from None
     for stmt in tree.body:
         targets, line = getattr(stmt, "targets", []), first + stmt.lineno
         key = _dotted(targets[0]) if len(targets) == 1 and stmt.lineno > last else "?"
@@ -161,17 +166,21 @@ class _Script:
         self.path, self.mutex, self.fd, self.appended = path, RLock(), -1, 0
         self.records: dict[str, tuple[int, str]] = {}  # key -> (line, "KEY = VALUE")
         self.values: dict[str, list[Any]] = {}  # key -> [value, its text when last written]
-        self.sites: dict[str, int] = {}  # a derived key -> the line it was derived on
+        self.sites: dict[str, tuple[Any, int]] = {}  # derived key -> (code, offset) of its call
         with open(path, "rb") as file:
             self.load(file.fileno())
 
     def load(self, fd: int) -> None:
         stat, old = os.fstat(fd), self.records
-        self.data, self.ino = os.read(fd, stat.st_size + os.lseek(fd, 0, os.SEEK_SET)), stat.st_ino
+        os.lseek(fd, 0, os.SEEK_SET)
+        self.data, self.ino = os.read(fd, stat.st_size), stat.st_ino
         self.code, self.tail, self.records = _parse(self.data, self.path)
         self.size, eol = len(self.data), self.data.find(b"\n")
         self.nl = "\r\n" if self.data[eol - 1 : eol] == b"\r" else "\n"  # the file's own
         self.closing = f"{CLOSE}{self.nl}".encode()
+        live = sum(len(text) + 3 for _, text in self.records.values())
+        self.dead = self.size - len(self.code) - live  # superseded lines, whoever wrote them
+        self.crossed = f"# {'#' * (len(CLOSE) - 2)}{self.nl}".encode()  # the closing, crossed out
         for key in self.values.keys() & self.records.keys():  # values another writer changed
             if self.records[key][1] != old.get(key, (0, ""))[1]:
                 self.values[key] = self.pair(self.read(key))
@@ -193,24 +202,33 @@ class _Script:
         """Under the lock, store change(latest value), or new, as key's value; no key: compact."""
         with self.mutex:
             try:
-                self.fd = os.open(self.path, os.O_RDWR) if self.fd < 0 else self.fd
-                flock(self.fd, LOCK_EX)
-                stat = os.fstat(self.fd)
-                if not stat.st_nlink:  # it was renamed over while we waited: take the new one
-                    self.fd = os.close(self.fd) or -1
-                    return self.write(key, change, new)
+                for _ in range(1000):  # lock the file that has the script's name, and code
+                    if self.fd < 0:  # a file opened afresh is read afresh: its inode number
+                        self.fd, self.ino = os.open(self.path, os.O_RDWR), -1  # may be reused
+                    flock(self.fd, LOCK_EX)
+                    stat = os.fstat(self.fd)
+                    if stat.st_nlink and stat.st_size:
+                        break
+                    os.close(self.fd)  # renamed over, or emptied by an editor that rewrites it
+                    self.fd = -1
+                    time.sleep(0.001)
+                else:
+                    raise CabooseError(self.path, "the script stays empty; nothing was written")
                 if stat.st_ino != self.ino or stat.st_size != self.size:
                     self.load(self.fd)
                 if key is None:
                     return self.compact()
                 value = change(self.values[key][0]) if change else new
-                text = ascii(value) if type(value) in _PLAIN else self.pair(value)[1]
+                kind = type(value)
+                plain = kind in _PLAIN and (kind is not int or value.bit_length() < 10_000)
+                text = ascii(value) if plain else self.pair(value)[1]
                 record, at = f"{key} = {text}", self.tail
                 self.records[key] = (0, record)
                 if at < 0:  # no block at the very end to append to: rewrite the file
-                    self.compact()
-                else:
-                    self.append(f"# {record}{self.nl}".encode() + self.closing, at)
+                    self.compact({key: (0, record)})
+                else:  # "# ///" becomes "# ###" byte by byte: a reader that read up to it and
+                    # then on, as Python reads a script, sees only comments, however it is cut
+                    self.append(self.crossed + f"# {record}{self.nl}".encode() + self.closing, at)
                 self.values[key] = [value, text]
                 return value
             except OSError as error:
@@ -226,18 +244,23 @@ class _Script:
             if SYNC:
                 os.fsync(self.fd)
         except OSError:  # put the old end back: no half-written line stays
-            self.ino = os.ftruncate(self.fd, at) or -1
+            self.ino = -1  # and read the file again before the next write
             pwrite(self.fd, self.closing, at)
+            os.ftruncate(self.fd, at + len(self.closing))
             raise
         self.tail, self.size = at + len(data) - len(self.closing), at + len(data)
-        self.appended += len(data)
-        if self.appended > COMPACT_AFTER and self.appended > self.size // 2:
+        self.appended, self.dead = self.appended + len(data), self.dead + len(data)
+        if self.dead > COMPACT_AFTER and self.dead > self.size // 2:
             try:
                 self.compact()
             except OSError:
                 pass  # a folder we may not write to, say: the block is whole as it is
 
-    def compact(self) -> None:
+    def compact(self, pending: dict[str, tuple[int, str]] | None = None) -> None:
+        self.load(self.fd)  # the code as it is now: an editor may have saved it in place
+        self.records.update(pending or {})
+        if not self.data:
+            raise CabooseError(self.path, "the script is empty; nothing was written")
         nl, (folder, name) = self.nl, os.path.split(self.path)
         code = self.code + (nl.encode() if self.code[-1:] not in b"\r\n" else b"")
         lines = [f"# {text}".replace("\n", nl + "# ") + nl for _, text in self.records.values()]
@@ -264,12 +287,17 @@ class _Script:
 
 
 # -- frame inspection: the file a Value lives in, and its key --------------------------------
+_bytecode: dict[int, tuple[Any, bytes]] = {}
+
+
 def _target(code: Any, offset: int) -> str:
     """The name that the bytecode after the call at offset stores the new Value in, or "?"."""
     parts: list[str] = []
-    extend = 0
-    for op, arg in zip(code.co_code[offset + 2 :: 2], code.co_code[offset + 3 :: 2]):
-        op, arg, extend = opname[op], arg | extend, 0
+    if _bytecode.get(id(code), (None,))[0] is not code:  # hashing a code object costs its size
+        _bytecode[id(code)] = (code, code.co_code)  # and co_code is a new copy each time on 3.11+
+    raw, extend = _bytecode[id(code)][1], 0
+    for at in range(offset + 2, len(raw), 2):
+        op, arg, extend = opname[raw[at]], raw[at + 1] | extend, 0
         if op == "EXTENDED_ARG":
             extend = arg << 8
             continue
@@ -285,6 +313,14 @@ def _target(code: Any, offset: int) -> str:
         else:
             return "?"
     return "?"
+
+
+def _line(code: Any, offset: int) -> int:
+    """The line of the instruction at offset in code, for an error message."""
+    from dis import findlinestarts  # dis costs milliseconds to import: only on this error
+
+    lines = [line for start, line in findlinestarts(code) if start <= offset and line]
+    return lines[-1] if lines else int(code.co_firstlineno)
 
 
 _scripts: dict[str, _Script] = {}
@@ -313,7 +349,7 @@ class Value:
 
     def __init__(self, default: Any, key: str | None = None) -> None:
         frame = sys._getframe(1)
-        path, where = frame.f_code.co_filename, f"{frame.f_code.co_filename}:{frame.f_lineno}"
+        path, code, offset = frame.f_code.co_filename, frame.f_code, frame.f_lasti
         with _loading:
             if path not in _scripts:
                 try:
@@ -322,15 +358,18 @@ class Value:
                 except OSError as error:
                     raise CabooseError(path, f"a Value needs a source file: {error}") from None
             self._script = script = _scripts[path]
-            if key is None:
-                key = _target(frame.f_code, frame.f_lasti)
-                line = script.sites.setdefault(key, frame.f_lineno)
-                if line != frame.f_lineno and key != "?":
-                    raise CabooseError(where, f"{key!r} is the key on line {line} too; pass key=")
+            if key is None:  # (a frame's line costs time on 3.11+: read only for errors)
+                key = _target(code, offset)
+                first = script.sites.setdefault(key, (code, offset))
+                place = (first[0].co_name, first[0].co_firstlineno, first[1])
+                if place != (code.co_name, code.co_firstlineno, offset) and key != "?":
+                    what = f"{key!r} is also the key of a Value on line {_line(*first)}"
+                    raise CabooseError(f"{path}:{frame.f_lineno}", f"{what}; pass key='...'")
             if not key.isascii() or not all(
                 p.isidentifier() and not iskeyword(p) for p in key.split(".")
             ):
-                raise CabooseError(where, f"cannot name this Value {key!r}; pass key='name'")
+                what = f"cannot name this Value {key!r}; pass key='name'"
+                raise CabooseError(f"{path}:{frame.f_lineno}", what)
             self.key = key
             if key not in script.values:
                 script.values[key] = script.pair(

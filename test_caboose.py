@@ -7,16 +7,25 @@ Every test copies caboose.py into a temporary folder and runs real scripts besid
 it in subprocesses, so the repository's own files are never touched.
 """
 
+import ast
+import base64
+import collections
 import importlib.util
+import json
 import os
+import pickle
 import platform
 import py_compile
+import random
+import re
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
 import tempfile
 import textwrap
+import threading
 import time
 import unittest
 
@@ -74,7 +83,6 @@ class ScriptCase(unittest.TestCase):
         return [entry for entry in os.listdir(self.folder) if ".caboose-" in entry]
 
 
-
 COUNTER = """\
 from caboose import Value
 a = Value(0)
@@ -103,7 +111,9 @@ class TheSeedExample(ScriptCase):
         self.assertEqual(self.read("r.py"), before)
 
     def test_after_normal_exit_each_key_has_one_line(self):
-        self.write("s.py", COUNTER.replace("a.value += 1", "for i in range(50):\n    a.value += 1"))
+        self.write(
+            "s.py", COUNTER.replace("a.value += 1", "for i in range(50):\n    a.value += 1")
+        )
         self.run_script("s.py")
         self.run_script("s.py")
         self.assertEqual(self.read("s.py").count(b"# a = "), 1)
@@ -114,24 +124,30 @@ class StoredValuesWin(ScriptCase):
     def test_falsy_stored_values_win_over_default(self):
         for stored in ["0", "''", "None", "False", "[]", "{}", "0.0", "b''", "set()"]:
             with self.subTest(stored=stored):
-                self.write("s.py", f"""\
+                self.write(
+                    "s.py",
+                    f"""\
                     from caboose import Value
                     x = Value("default")
                     print(repr(x.value))
                     # /// caboose
                     # x = {stored}
                     # ///
-                """)
+                """,
+                )
                 self.assertEqual(self.run_script("s.py").stdout.strip(), stored)
 
     def test_writing_a_falsy_value_persists_it(self):
-        self.write("s.py", """\
+        self.write(
+            "s.py",
+            """\
             import sys
             from caboose import Value
             x = Value(5)
             print(x.value)
             x.value = 0 if x.value == 5 else x.value
-        """)
+        """,
+        )
         self.assertEqual(self.output("s.py") + self.output("s.py"), ["5", "0"])
 
 
@@ -144,30 +160,38 @@ class Keys(ScriptCase):
         self.assertEqual(self.output("s.py"), ["1"])
 
     def test_two_values_on_one_line(self):
-        self.write("s.py", """\
+        self.write(
+            "s.py",
+            """\
             from caboose import Value
             a = Value(1); b = Value(2)
             print(a.value, b.value)
             a.value += 10; b.value += 20
-        """)
+        """,
+        )
         self.run_script("s.py")
         self.assertEqual(self.output("s.py"), ["11", "22"])
 
     def test_multi_line_call(self):
-        self.write("s.py", """\
+        self.write(
+            "s.py",
+            """\
             from caboose import Value
             total = Value(
                 0,
             )
             total.value += 3
             print(total.value)
-        """)
+        """,
+        )
         self.run_script("s.py")
         self.assertEqual(self.output("s.py"), ["6"])
         self.assertIn(b"# total = 6\n", self.read("s.py"))
 
     def test_targets_give_keys(self):
-        self.write("s.py", """\
+        self.write(
+            "s.py",
+            """\
             from caboose import Value
             count: int = Value(0)
             a = b = Value(0)
@@ -180,30 +204,37 @@ class Keys(ScriptCase):
             box = Box()
             count.value, a.value, box.hits.value = 1, 2, 3
             f()
-        """)
+        """,
+        )
         self.run_script("s.py")
         block = self.read("s.py").split(b"# /// caboose\n")[1]
         for line in [b"# count = 1\n", b"# a = 2\n", b"# self.hits = 3\n", b"# local = 1\n"]:
             self.assertIn(line, block)
 
     def test_explicit_key(self):
-        self.write("s.py", """\
+        self.write(
+            "s.py",
+            """\
             from caboose import Value
             print(Value(0, key="hits").value)
             Value(0, key="hits").value = 9
-        """)
+        """,
+        )
         self.run_script("s.py")
         self.assertEqual(self.output("s.py"), ["9"])
 
     def test_same_call_site_again_sees_the_stored_value(self):
-        self.write("s.py", """\
+        self.write(
+            "s.py",
+            """\
             from caboose import Value
             def bump():
                 n = Value(0)
                 n.value += 1
                 return n.value
             print([bump() for _ in range(3)])
-        """)
+        """,
+        )
         self.assertEqual(self.run_script("s.py").stdout.strip(), "[1, 2, 3]")
 
     def test_underivable_key_asks_for_key(self):
@@ -214,24 +245,30 @@ class Keys(ScriptCase):
                 self.assertRegex(result.stderr, r"CabooseError: caboose: .*s\.py:2: .*key=")
 
     def test_same_derived_key_at_two_sites_is_an_error(self):
-        self.write("s.py", """\
+        self.write(
+            "s.py",
+            """\
             from caboose import Value
             count = Value(0)
             def f():
                 count = Value(1)
             f()
-        """)
+        """,
+        )
         result = self.run_script("s.py", check=False)
         self.assertRegex(result.stderr, r"caboose: .*s\.py:4: .*'count'.* line 2.*key=")
 
     def test_explicit_keys_may_be_shared(self):
-        self.write("s.py", """\
+        self.write(
+            "s.py",
+            """\
             from caboose import Value
             a = Value(0, key="shared")
             b = Value(0, key="shared")
             a.value = 4
             print(b.value)
-        """)
+        """,
+        )
         self.assertEqual(self.output("s.py"), ["4"])
 
     def test_bad_explicit_key_is_an_error(self):
@@ -242,11 +279,14 @@ class Keys(ScriptCase):
                 self.assertRegex(result.stderr, r"CabooseError: caboose: .*s\.py:2: ")
 
     def test_value_in_imported_module_lives_in_that_module(self):
-        self.write("helper.py", """\
+        self.write(
+            "helper.py",
+            """\
             from caboose import Value
             hits = Value(0)
             hits.value += 1
-        """)
+        """,
+        )
         self.write("main.py", "import helper\nprint(helper.hits.value)\n")
         main = self.read("main.py")
         self.assertEqual(self.output("main.py") + self.output("main.py"), ["1", "2"])
@@ -254,20 +294,25 @@ class Keys(ScriptCase):
         self.assertIn(b"# hits = 2\n", self.read("helper.py"))
 
     def test_chdir_after_import_does_not_matter(self):
-        self.write("s.py", """\
+        self.write(
+            "s.py",
+            """\
             import os
             from caboose import Value
             os.chdir("/")
             a = Value(0)
             a.value += 1
-        """)
+        """,
+        )
         self.run_script("s.py")
         self.assertIn(b"# a = 1\n", self.read("s.py"))
 
     def test_no_source_file_is_an_error(self):
         result = subprocess.run(
             [sys.executable, "-c", "from caboose import Value\nValue(0, key='x')"],
-            cwd=self.folder, capture_output=True, text=True,
+            cwd=self.folder,
+            capture_output=True,
+            text=True,
         )
         self.assertIn("caboose: <string>: a Value needs a source file", result.stderr)
 
@@ -346,7 +391,9 @@ class ScriptBytesAreKept(ScriptCase):
 
 class TheTrailerFormat(ScriptCase):
     def roundtrip(self, expression):
-        self.write("s.py", f"""\
+        self.write(
+            "s.py",
+            f"""\
             import datetime, sys
             from caboose import Value
             x = Value(None)
@@ -354,7 +401,8 @@ class TheTrailerFormat(ScriptCase):
                 x.value = {expression}
             else:
                 print(repr(x.value == ({expression}) or x.value))
-        """)
+        """,
+        )
         self.run_script("s.py", "set")
         return self.run_script("s.py").stdout.strip()
 
@@ -376,7 +424,9 @@ class TheTrailerFormat(ScriptCase):
                 self.assertTrue(self.read("s.py").split(b"# /// caboose")[1].isascii())
 
     def test_nan_and_infinities_round_trip(self):
-        self.write("s.py", """\
+        self.write(
+            "s.py",
+            """\
             import math, sys
             from caboose import Value
             x = Value(None)
@@ -385,12 +435,15 @@ class TheTrailerFormat(ScriptCase):
             else:
                 nan, inf, minus, c = x.value
                 print(math.isnan(nan), inf == math.inf, minus == -math.inf, c.imag == math.inf)
-        """)
+        """,
+        )
         self.run_script("s.py", "set")
         self.assertEqual(self.output("s.py"), ["True"] * 4)
 
     def test_other_objects_are_pickled_and_marked(self):
-        self.write("s.py", """\
+        self.write(
+            "s.py",
+            """\
             import sys
             from collections import OrderedDict
             from caboose import Value
@@ -398,7 +451,8 @@ class TheTrailerFormat(ScriptCase):
             if sys.argv[1:]:
                 x.value = OrderedDict(a=1)
             print(type(x.value).__name__, dict(x.value or {}))
-        """)
+        """,
+        )
         self.run_script("s.py", "set")
         self.assertEqual(self.run_script("s.py").stdout, "OrderedDict {'a': 1}\n")
         self.assertRegex(self.read("s.py").decode(), r"\n# x = pickle\('[A-Za-z0-9+/=]+'\)\n")
@@ -431,71 +485,87 @@ class TheTrailerFormat(ScriptCase):
 
 class InPlaceChanges(ScriptCase):
     def test_in_place_mutation_is_persisted_at_exit(self):
-        self.write("s.py", """\
+        self.write(
+            "s.py",
+            """\
             from caboose import Value
             seen = Value(set())
             seen.value.add(len(seen.value))
             print(sorted(seen.value))
-        """)
+        """,
+        )
         self.run_script("s.py")
         self.assertEqual(self.run_script("s.py").stdout, "[0, 1]\n")
 
     def test_save_writes_at_once(self):
-        self.write("s.py", """\
+        self.write(
+            "s.py",
+            """\
             import os
             from caboose import Value
             items = Value([])
             items.value.append(1)
             items.save()
             os._exit(0)
-        """)
+        """,
+        )
         self.run_script("s.py")
         self.assertIn(b"# items = [1]\n", self.read("s.py"))
 
 
 class TheApi(ScriptCase):
     def test_operators_and_call(self):
-        self.write("s.py", """\
+        self.write(
+            "s.py",
+            """\
             from caboose import Value
             a = Value(3)
             print(a + 1, 1 + a, a * 2, a < 4, a == 3, -a, a(), a(0), a(), a >= 1)
             a += 5
             a -= 1
             print(a.value)
-        """)
+        """,
+        )
         out = self.output("s.py")
         self.assertEqual(out, "4 4 6 True True -3 3 0 0 False 4".split())
         self.assertIn(b"# a = 4\n", self.read("s.py"))
 
     def test_update_returns_the_new_value(self):
-        self.write("s.py", """\
+        self.write(
+            "s.py",
+            """\
             from caboose import Value
             n = Value(1)
             print(n.update(lambda v: v * 10))
-        """)
+        """,
+        )
         self.assertEqual(self.output("s.py") + self.output("s.py"), ["10", "100"])
 
     def test_generic_alias_works_at_run_time(self):
-        self.write("s.py", """\
+        self.write(
+            "s.py",
+            """\
             from caboose import Value
             names: Value[list[str]] = Value([])
             print(Value[int] is Value, names.value)
-        """.replace("list[str]", "list"))
+        """.replace("list[str]", "list"),
+        )
         self.assertEqual(self.output("s.py"), ["True", "[]"])
 
 
 class Concurrency(ScriptCase):
     def test_update_from_several_processes_loses_nothing(self):
-        self.write("s.py", """\
+        self.write(
+            "s.py",
+            """\
             from caboose import Value
             n = Value(0)
             for _ in range(200):
                 n.update(lambda v: v + 1)
-        """)
+        """,
+        )
         self.write("r.py", "from caboose import Value\nprint(Value(0, key='n').value)\n")
-        procs = [
-            subprocess.Popen([sys.executable, "s.py"], cwd=self.folder) for _ in range(4)
-        ]
+        procs = [subprocess.Popen([sys.executable, "s.py"], cwd=self.folder) for _ in range(4)]
         for proc in procs:
             self.assertEqual(proc.wait(timeout=120), 0)
         self.run_script("s.py")
@@ -505,13 +575,16 @@ class Concurrency(ScriptCase):
         import random
         import signal
 
-        self.write("s.py", """\
+        self.write(
+            "s.py",
+            """\
             from caboose import Value
             n = Value(0)
             print(n.value, flush=True)
             while True:
                 n.value += 1
-        """)
+        """,
+        )
         rng, last = random.Random(7), 0
         for _ in range(10):
             proc = subprocess.Popen(
@@ -529,9 +602,10 @@ class Concurrency(ScriptCase):
             self.assertCompiles("s.py")
             last = start
 
-
     def test_forked_processes_lock_their_own_file(self):
-        self.write("s.py", """\
+        self.write(
+            "s.py",
+            """\
             import multiprocessing
             from caboose import Value
             n = Value(0)
@@ -545,12 +619,15 @@ class Concurrency(ScriptCase):
             if __name__ == "__main__":
                 with multiprocessing.get_context("fork").Pool(4) as pool:
                     pool.map(work, range(4))
-        """)
+        """,
+        )
         self.run_script("s.py")
         self.assertIn(b"# n = 400\n", self.read("s.py"))
 
     def test_threads_updating_one_value_lose_nothing(self):
-        self.write("s.py", """\
+        self.write(
+            "s.py",
+            """\
             import threading
             from caboose import Value
             n = Value(0)
@@ -563,11 +640,14 @@ class Concurrency(ScriptCase):
             for thread in threads:
                 thread.join()
             print(n.value)
-        """)
+        """,
+        )
         self.assertEqual(self.output("s.py"), ["800"])
 
     def test_sync_fsyncs_every_write(self):
-        self.write("s.py", """\
+        self.write(
+            "s.py",
+            """\
             import os
             calls, real = [], os.fsync
             os.fsync = lambda fd: calls.append(fd) or real(fd)
@@ -578,12 +658,15 @@ class Concurrency(ScriptCase):
             for i in range(5):
                 n.value = i
             print(len(calls) - before)
-        """)
+        """,
+        )
         self.assertEqual(self.output("s.py", env={"CABOOSE_SYNC": "1"}), ["5"])
         self.assertEqual(self.output("s.py", env={"CABOOSE_SYNC": "0"}), ["0"])
 
     def test_long_run_compacts_dead_lines_past_a_bound(self):
-        self.write("s.py", """\
+        self.write(
+            "s.py",
+            """\
             import os
             from caboose import Value
             blob = Value("")
@@ -592,10 +675,27 @@ class Concurrency(ScriptCase):
                 blob.value = str(i) * 2000
                 largest = max(largest, os.path.getsize(__file__))
             print(largest)
-        """)
+        """,
+        )
         largest = int(self.output("s.py")[0])
         self.assertLess(largest, 700_000)  # 400 writes of ~2-6 KB would be over 1.5 MB
         self.assertEqual(self.read("s.py").count(b"# blob = "), 1)
+
+    def test_dead_lines_left_by_killed_writers_are_compacted_by_the_next(self):
+        dead = "".join(f"# n = {i}\n" for i in range(40_000))  # as a run of kills leaves
+        code = textwrap.dedent("""\
+            import os
+            from caboose import Value
+            n = Value(0)
+            n.value += 1
+            print(n.value, os.path.getsize(__file__))
+            os._exit(0)  # no compaction at exit: only the one during the write counts
+        """)
+        self.write("s.py", (code + "# /// caboose\n" + dead + "# ///\n").encode())
+        value, size = self.output("s.py")
+        self.assertEqual(value, "40000")
+        self.assertLess(int(size), 1000)
+
 
 class CommandLine(ScriptCase):
     def caboose(self, *args):
@@ -631,6 +731,1532 @@ class CommandLine(ScriptCase):
         self.assertEqual(second.stdout, f"caboose selftest: ok (run {run + 1})\n")
         self.assertIn(f"# runs = {run + 1}\n".encode(), self.read("caboose.py"))
         self.assertCompiles("caboose.py")
+
+
+# -- reliability: kills, races, hostile files, size ----------------------------------
+#
+# Every trial below runs real scripts in subprocesses, in temporary folders, and checks
+# the promises of the README: the code above the block is never rewritten, the script
+# always compiles, every value is its old or its new value, and no temporary file
+# outlives a later normal run.  FIGURES counts what was tried, for the summary.
+# (statistics and time come from the imports at the top of this file.)
+
+FIGURES = collections.Counter()
+
+POSIX_ONLY = unittest.skipUnless(
+    os.name == "posix", "needs POSIX signals, fork, symlinks and flock"
+)
+CABOOSE_ERROR_AT_LINE = re.compile(r"caboose: (?P<path>.+?):(?P<line>\d+): ")
+
+
+def script_environment(**extra):
+    """The environment for a child: this one, without CABOOSE_SYNC unless given."""
+    environment = dict(os.environ)
+    environment.pop("CABOOSE_SYNC", None)
+    environment.update(extra)
+    return environment
+
+
+def trailer_texts(data):
+    """The KEY = VALUE texts of the last caboose block in data, in order (no blanks).
+
+    A block without its closing line was cut short by a kill in mid-write: Linux
+    stops a long write at a page boundary on SIGKILL, which can leave a partial
+    last line, or a few new bytes over the start of the old closing line.  Its
+    complete assignments count, a last line that is no assignment does not, as
+    the README promises.
+    """
+    lines = data.decode("latin-1").splitlines(True)
+    marks = [n for n, line in enumerate(lines) if line.rstrip("\r\n") == "# /// caboose"]
+    if not marks:
+        return []
+    texts = []
+    for line in lines[marks[-1] + 1 :]:
+        if line.rstrip("\r\n") == "# ///":
+            return [text for text in texts if text.strip()]
+        if not line[2:].startswith("#"):  # "# ###": a closing line an update crossed out
+            texts.append(line[2:].rstrip("\r\n"))
+    if texts and not (lines[-1].endswith("\n") and is_assignment(texts[-1])):
+        texts.pop()
+    return [text for text in texts if text.strip()]
+
+
+def is_assignment(text):
+    key, equals, value = text.partition(" = ")
+    try:
+        ast.literal_eval(value)
+    except (SyntaxError, ValueError):
+        return False
+    return bool(equals) and key.isidentifier()
+
+
+def block_is_closed(data):
+    return data.rstrip(b"\r\n").endswith(b"\n# ///")
+
+
+def trailer_values(data):
+    """Key -> value of the last block's assignments (literals only; later wins)."""
+    values = {}
+    for text in trailer_texts(data):
+        key, _, value = text.partition(" = ")
+        values[key] = ast.literal_eval(value)
+    return values
+
+
+def code_above_block(data):
+    """The bytes before the last line that is exactly '# /// caboose'."""
+    index = data.rfind(b"\n# /// caboose")
+    return data if index < 0 else data[: index + 1]
+
+
+def compile_error(path):
+    """None if the file at path compiles as Python, else the error's text.
+
+    Compiles the bytes as py_compile does, without writing a .pyc anywhere (so it
+    may run in threads, and on files outside a ScriptCase folder).
+    """
+    with open(path, "rb") as file:
+        source = file.read()
+    try:
+        compile(source, path, "exec", dont_inherit=True)
+    except (SyntaxError, ValueError) as error:
+        return f"{type(error).__name__}: {error}"
+    return None
+
+
+def stop_process(process):
+    """Kill a child that may still run and reap it (for finally blocks)."""
+    if process.poll() is None:
+        process.kill()
+    process.wait()
+    for stream in (process.stdin, process.stdout, process.stderr):
+        if stream is not None:
+            stream.close()
+
+
+class ReliabilityCase(ScriptCase):
+    """ScriptCase with helpers for long-running children and the stored values."""
+
+    def start(self, name, *args, env=None, folder=None):
+        """Start python NAME ARGS with pipes; it is killed and reaped at cleanup."""
+        process = subprocess.Popen(
+            [sys.executable, name, *args],
+            cwd=folder or self.folder,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=script_environment(**(env or {})),
+        )
+        self.addCleanup(stop_process, process)
+        return process
+
+    def read_line(self, process):
+        """The next line the child prints; a failure with its stderr if it ended."""
+        line = process.stdout.readline()
+        if not line:
+            self.fail(f"the child ended: {process.communicate()[1]}")
+        return line
+
+    def show(self, name):
+        """The key -> value text that `python caboose.py show NAME` prints."""
+        result = self.run_script("caboose.py", "show", name)
+        pairs = (line.partition(" = ") for line in result.stdout.splitlines())
+        return {key: value for key, _, value in pairs}
+
+    def stored(self, name):
+        """Key -> value as caboose's own show command reads it (literals only)."""
+        return {key: ast.literal_eval(text) for key, text in self.show(name).items()}
+
+    def assertIntactCode(self, name, code):
+        """NAME's code above its block is CODE, it compiles, no temp file is left."""
+        data = self.read(name)
+        self.assertEqual(code_above_block(data), code)
+        self.assertIsNone(compile_error(self.path(name)))
+        self.assertEqual(self.temp_files(), [])
+
+    def assertUnchangedFile(self, name, before):
+        self.assertEqual(self.read(name), before, f"{name} changed")
+
+    def assertCabooseErrorOnFile(self, line, name="job.py"):
+        """LINE is a one-line caboose: message that names the file NAME."""
+        where = f"caboose: {os.path.realpath(self.path(name))}: "
+        self.assertTrue(line.startswith(where), f"{line!r} does not start {where!r}")
+
+
+# -- 1. kill at any instant ----------------------------------------------------------
+
+KILL_LOOP = """\
+import sys
+
+from caboose import Value
+
+count = Value(0)
+note = Value("")
+limit = int(sys.argv[1]) if len(sys.argv) > 1 else float("inf")
+step = 0
+while step < limit:
+    step += 1
+    number = count.update(lambda n: n + 1)
+    print(number, flush=True)
+    if step % 16 == 0:  # now and then a longer value, so compactions come often
+        note.value = f"{number}:" + "x" * (4000 + number % 4000)
+"""
+KILL_LANES, KILL_TRIALS_PER_LANE, KILL_DELAY_MAX = 4, 60, 0.12
+NOTE_PATTERN = re.compile(r"(\d+):(x*)\Z")
+
+
+class KillLane:
+    """One script in its own folder, SIGKILLed again and again at random instants."""
+
+    def __init__(self, root, number):
+        self.number, self.random = number, random.Random(1000 + number)
+        self.folder = os.path.join(root, f"lane{number}")
+        os.mkdir(self.folder)
+        shutil.copy(MODULE, self.folder)
+        self.script = os.path.join(self.folder, "counter.py")
+        with open(self.script, "w") as file:
+            file.write(KILL_LOOP)
+        self.code = KILL_LOOP.encode()
+        self.trials = []  # one dict of observations per trial
+        self.error = None
+
+    def run(self):
+        try:
+            for trial in range(KILL_TRIALS_PER_LANE):
+                self.trials.append(self.trial(trial))
+        except BaseException as error:  # reported by setUpClass, not lost in a thread
+            self.error = error
+
+    def trial(self, trial):
+        delay = self.random.uniform(0, KILL_DELAY_MAX)
+        with open(os.path.join(self.folder, "stderr.txt"), "w+") as errors:
+            process = subprocess.Popen(
+                [sys.executable, self.script],
+                cwd=self.folder,
+                stdout=subprocess.PIPE,
+                stderr=errors,
+                env=script_environment(),
+            )
+            watchdog = threading.Timer(60, process.kill)
+            watchdog.start()
+            try:
+                first = process.stdout.readline()  # loaded and wrote once
+                rest = []
+                drain = threading.Thread(target=lambda: rest.append(process.stdout.read()))
+                drain.start()
+                time.sleep(delay)
+                process.kill()
+                process.wait()
+                drain.join()
+            finally:
+                watchdog.cancel()
+                stop_process(process)
+            errors.seek(0)
+            stderr = errors.read()
+        printed = (first + b"".join(rest)).split()
+        with open(self.script, "rb") as file:
+            data = file.read()
+        observation = dict(
+            lane=self.number,
+            trial=trial,
+            delay=delay,
+            returncode=process.returncode,
+            stderr=stderr,
+            first=int(printed[0]) if printed else None,
+            last=int(printed[-1]) if printed else None,
+            code_intact=code_above_block(data) == self.code,
+            compile_error=compile_error(self.script),
+            cut_short=not block_is_closed(data),
+            values={},
+            parse_error=None,
+            temp_files=[e for e in os.listdir(self.folder) if ".caboose-" in e],
+        )
+        try:
+            observation["values"] = trailer_values(data)
+        except (SyntaxError, ValueError) as error:
+            observation["parse_error"] = f"{type(error).__name__}: {error}"
+        FIGURES["kill trials"] += 1
+        FIGURES["kills that cut a write short"] += observation["cut_short"]
+        FIGURES["kills during a compaction"] += bool(observation["temp_files"])
+        FIGURES["updates before kills"] += len(printed)
+        return observation
+
+
+@POSIX_ONLY
+class KillAtAnyInstantTests(ReliabilityCase):
+    """>= 200 SIGKILLs at random instants of a tight update loop, 4 lanes at a time."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.root = tempfile.mkdtemp(prefix="caboose-kills-")
+        cls.addClassCleanup(shutil.rmtree, cls.root, True)
+        cls.lanes = [KillLane(cls.root, number) for number in range(KILL_LANES)]
+        threads = [threading.Thread(target=lane.run) for lane in cls.lanes]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        for lane in cls.lanes:
+            if lane.error is not None:
+                raise lane.error
+        cls.trials = [trial for lane in cls.lanes for trial in lane.trials]
+        FIGURES["kill lanes run concurrently"] = KILL_LANES
+        cls.after = []  # per lane: a normal run after the kills, and what it left
+        for lane in cls.lanes:
+            result = subprocess.run(
+                [sys.executable, lane.script, "1"],
+                cwd=lane.folder,
+                capture_output=True,
+                text=True,
+                env=script_environment(),
+                timeout=60,
+            )
+            temps = [e for e in os.listdir(lane.folder) if ".caboose-" in e]
+            with open(lane.script, "rb") as file:
+                data = file.read()
+            cls.after.append(dict(lane=lane, result=result, temps=temps, data=data))
+
+    def describe(self, trial):
+        return f"lane {trial['lane']} trial {trial['trial']} (delay {trial['delay']:.3f})"
+
+    def test_every_trial_was_killed_while_running(self):
+        self.assertGreaterEqual(len(self.trials), 200)
+        for trial in self.trials:
+            self.assertEqual(trial["returncode"], -signal.SIGKILL, trial["stderr"])
+            self.assertIsNotNone(trial["first"], self.describe(trial))
+
+    def test_code_above_block_is_unchanged_after_every_kill(self):
+        bad = [self.describe(t) for t in self.trials if not t["code_intact"]]
+        self.assertEqual(bad, [])
+
+    def test_script_compiles_after_every_kill(self):
+        bad = [(self.describe(t), t["compile_error"]) for t in self.trials]
+        self.assertEqual([b for b in bad if b[1]], [])
+
+    def test_block_reads_as_literals_after_every_kill(self):
+        bad = [(self.describe(t), t["parse_error"]) for t in self.trials]
+        self.assertEqual([b for b in bad if b[1]], [])
+
+    def test_counter_holds_every_printed_update(self):
+        for trial in self.trials:
+            if trial["last"] is None:
+                continue  # printed nothing: test_every_trial_was_killed_while_running
+            with self.subTest(self.describe(trial)):
+                count = trial["values"].get("count")
+                # printed after it was written; at most the one update in flight more
+                self.assertIn(count, (trial["last"], trial["last"] + 1))
+
+    def test_counter_never_goes_down_across_kills(self):
+        for lane in self.lanes:
+            previous = 0
+            for trial in lane.trials:
+                count = trial["values"].get("count", -1)
+                with self.subTest(self.describe(trial)):
+                    # the run read back the count the kill left, and went on from it
+                    self.assertEqual(trial["first"], previous + 1, "updates were lost")
+                    self.assertGreaterEqual(count, previous)
+                previous = count
+
+    def test_long_value_is_old_or_new_after_every_kill(self):
+        for lane in self.lanes:
+            previous = -1
+            for trial in lane.trials:
+                note = trial["values"].get("note", "")
+                if not note and previous < 0:
+                    continue  # not written yet
+                match = NOTE_PATTERN.match(note)
+                with self.subTest(self.describe(trial)):
+                    self.assertIsNotNone(match, f"torn value: {note[:60]!r}...")
+                    number = int(match[1])
+                    self.assertEqual(len(match[2]), 4000 + number % 4000)
+                    self.assertLessEqual(number, trial["values"].get("count", -1))
+                    self.assertGreaterEqual(number, previous)
+                previous = int(match[1]) if match else previous
+
+    def test_normal_run_after_kills_leaves_no_temp_file(self):
+        for after in self.after:
+            with self.subTest(lane=after["lane"].number):
+                self.assertEqual(after["result"].returncode, 0, after["result"].stderr)
+                self.assertEqual(after["temps"], [])
+
+    def test_normal_run_after_kills_continues_the_count(self):
+        for after in self.after:
+            lane = after["lane"]
+            with self.subTest(lane=lane.number):
+                last = lane.trials[-1]["values"].get("count", -1)
+                self.assertEqual(trailer_values(after["data"]).get("count"), last + 1)
+                self.assertEqual(code_above_block(after["data"]), lane.code)
+
+
+# -- 2. kill during compaction -------------------------------------------------------
+
+# Writes two values, copies the script aside ("the old file"), and exits normally:
+# the compaction at exit is stopped at the step STOP_AT names, by os._exit(9).
+COMPACTING = """\
+import builtins
+import os
+
+STOP_AT = os.environ.get("STOP_AT", "")
+if STOP_AT == "writing":  # half the temporary file is written
+    real_open = builtins.open
+
+    class HalfWriter:
+        def __init__(self, file):
+            self.file = file
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.file.close()
+
+        def write(self, data):
+            self.file.write(data[: len(data) // 2])
+            self.file.flush()
+            os._exit(9)
+
+        def __getattr__(self, name):
+            return getattr(self.file, name)
+
+    def open_halfway(path, *args, **kwargs):
+        file = real_open(path, *args, **kwargs)
+        return HalfWriter(file) if ".caboose-" in str(path) else file
+
+    builtins.open = open_halfway
+elif STOP_AT == "fsync":  # the temporary file is written, not yet synced
+    os.fsync = lambda fd: os._exit(9)
+elif STOP_AT == "rename":  # synced, not yet renamed over the script
+    os.replace = lambda *args: os._exit(9)
+elif STOP_AT == "renamed":  # renamed, the process not yet done
+    real_replace = os.replace
+
+    def replace_then_die(*args):
+        real_replace(*args)
+        os._exit(9)
+
+    os.replace = replace_then_die
+
+from caboose import Value
+
+runs = Value(0)
+name = Value("")
+runs.value = runs.value + 1
+name.value = f"run {runs.value}"
+with open("old.bin", "wb") as copy, open(__file__, "rb") as script:
+    copy.write(script.read())
+"""
+# an earlier block with dead lines, so that the compacted file differs from the old
+COMPACTING_BLOCK = "# /// caboose\n# runs = 0\n# name = ''\n# runs = 0\n# ///\n"
+
+
+@POSIX_ONLY
+class KillDuringCompactionTests(ReliabilityCase):
+    """A compaction stopped at each of its steps leaves the old or the new file."""
+
+    def compact_and_stop(self, step):
+        self.write("job.py", COMPACTING + COMPACTING_BLOCK)
+        result = self.run_script("job.py", check=False, env={"STOP_AT": step})
+        FIGURES["compactions stopped"] += 1
+        self.assertEqual(result.returncode, 9, result.stderr)
+        return self.read("job.py"), self.read("old.bin")
+
+    def assertOldFile(self, step):
+        data, old = self.compact_and_stop(step)
+        self.assertEqual(data, old)  # byte for byte: the appended, uncompacted file
+        self.assertEqual(self.stored("job.py"), {"runs": 1, "name": "run 1"})
+        self.assertEqual(len(self.temp_files()), 1, "the stop hit no compaction")
+
+    def test_kill_while_writing_temp_file_leaves_old_script(self):
+        self.assertOldFile("writing")
+
+    def test_kill_before_fsync_leaves_old_script(self):
+        self.assertOldFile("fsync")
+
+    def test_kill_before_rename_leaves_old_script(self):
+        self.assertOldFile("rename")
+
+    def test_kill_after_rename_leaves_compacted_script(self):
+        data, old = self.compact_and_stop("renamed")
+        self.assertNotEqual(data, old)
+        self.assertEqual(code_above_block(data), COMPACTING.encode())
+        self.assertEqual(sorted(trailer_texts(data)), ["name = 'run 1'", "runs = 1"])
+        self.assertIsNone(compile_error(self.path("job.py")))
+        self.assertEqual(self.temp_files(), [])
+
+    def test_next_run_after_stopped_compaction_removes_temp_file(self):
+        for step in ("writing", "fsync", "rename", "renamed"):
+            with self.subTest(step=step):
+                self.compact_and_stop(step)
+                self.run_script("job.py")  # writes a value, compacts at exit
+                self.assertEqual(self.temp_files(), [])
+                self.assertEqual(self.stored("job.py"), {"runs": 2, "name": "run 2"})
+                data = self.read("job.py")
+                self.assertEqual(code_above_block(data), COMPACTING.encode())
+                self.assertIsNone(compile_error(self.path("job.py")))
+
+    def test_kill_during_compaction_after_256_kib_keeps_values(self):
+        # a 300 KB value is more than the ~256 KiB of dead lines that start a
+        # compaction in the middle of the run; os.replace stops that compaction
+        self.write(
+            "big.py",
+            """\
+            import os
+            from caboose import Value
+
+            small = Value(0)
+            large = Value("")
+            small.value = 7
+            os.replace = lambda *args: os._exit(9)
+            large.value = "y" * 300_000
+            print("not reached")
+            """,
+        )
+        code = self.read("big.py")
+        result = self.run_script("big.py", check=False)
+        self.assertEqual((result.returncode, result.stdout), (9, ""), result.stderr)
+        self.assertEqual(code_above_block(self.read("big.py")), code)
+        self.assertEqual(self.stored("big.py"), {"small": 7, "large": "y" * 300_000})
+        self.assertIsNone(compile_error(self.path("big.py")))
+
+
+# -- 3. many writers -----------------------------------------------------------------
+
+# Each writer says it is ready (compiled, its Value loaded), then waits for a line on
+# stdin, so that all of them start writing together.
+ONE_KEY_WRITER = """\
+import sys
+from caboose import Value
+
+count = Value(0)
+print("ready", flush=True)
+sys.stdin.readline()
+for _ in range(int(sys.argv[1])):
+    count.update(lambda n: n + 1)
+"""
+OWN_KEY_WRITER = """\
+import sys
+from caboose import Value
+
+mine = Value(0, key=f"k{sys.argv[1]}")
+print("ready", flush=True)
+sys.stdin.readline()
+for _ in range(500):
+    mine.value = mine.value + 1
+"""
+THREADED_WRITER = """\
+import threading
+from caboose import Value
+
+count = Value(0)
+start = threading.Barrier(8)
+
+
+def work():
+    start.wait()
+    for _ in range(500):
+        count.update(lambda n: n + 1)
+
+
+threads = [threading.Thread(target=work) for _ in range(8)]
+for thread in threads:
+    thread.start()
+for thread in threads:
+    thread.join()
+"""
+# the parent writes once (so caboose holds the file open), then forks the workers
+FORKED_WRITER = """\
+import os
+from caboose import Value
+
+count = Value(0)
+count.value = 0
+children = []
+for _ in range(4):
+    pid = os.fork()
+    if pid == 0:
+        try:
+            for _ in range(500):
+                count.update(lambda n: n + 1)
+        finally:
+            os._exit(0)
+    children.append(pid)
+for pid in children:
+    os.waitpid(pid, 0)
+print(count.update(lambda n: n))
+"""
+# Writes one update for each line it reads, and says so.
+STEPPED_WRITER = """\
+import sys
+from caboose import Value
+
+count = Value(0)
+for line in sys.stdin:
+    count.update(lambda n: n + 1)
+    print("done", flush=True)
+"""
+WRITERS = 8
+
+
+@POSIX_ONLY
+class ManyWritersTests(ReliabilityCase):
+    """Processes and threads updating one script at once lose nothing."""
+
+    def run_writers(self, name, arguments, while_running=None):
+        """Start one writer per argument list, release them together, wait."""
+        writers = [self.start(name, *args) for args in arguments]
+        FIGURES["writers run concurrently"] = max(
+            FIGURES["writers run concurrently"], len(writers)
+        )
+        for writer in writers:
+            self.assertEqual(self.read_line(writer), "ready\n")
+        for writer in writers:
+            writer.stdin.write("go\n")
+            writer.stdin.flush()
+        if while_running:
+            while_running(writers)
+        for writer in writers:
+            _, errors = writer.communicate(timeout=120)
+            self.assertEqual(writer.returncode, 0, errors)
+
+    def read_in_a_loop(self, writers):
+        """Run `caboose.py show` again and again while any writer runs."""
+        self.reads = []
+        while any(writer.poll() is None for writer in writers) or not self.reads:
+            self.reads.append(self.run_script("caboose.py", "show", "job.py", check=False))
+        FIGURES["show runs during writes"] += len(self.reads)
+
+    def test_8_processes_updating_one_key_end_at_4000(self):
+        self.write("job.py", ONE_KEY_WRITER)
+        self.run_writers("job.py", [["500"]] * WRITERS)
+        FIGURES["updates by concurrent processes"] += 500 * WRITERS
+        self.assertEqual(self.stored("job.py"), {"count": 4000})
+        self.assertEqual(self.temp_files(), [])
+
+    def test_8_processes_writing_their_own_keys_lose_none(self):
+        self.write("job.py", OWN_KEY_WRITER)
+        self.run_writers("job.py", [[str(n)] for n in range(WRITERS)])
+        expected = {f"k{n}": 500 for n in range(WRITERS)}
+        self.assertEqual(self.stored("job.py"), expected)
+        self.assertEqual(self.temp_files(), [])
+
+    def test_show_never_fails_while_8_processes_update(self):
+        self.write("job.py", ONE_KEY_WRITER)
+        self.run_writers("job.py", [["1500"]] * WRITERS, self.read_in_a_loop)
+        for read in self.reads:
+            self.assertEqual((read.returncode, read.stderr), (0, ""))
+
+    def test_show_never_sees_the_count_go_down_while_8_processes_update(self):
+        self.write("job.py", ONE_KEY_WRITER)
+        self.run_writers("job.py", [["1500"]] * WRITERS, self.read_in_a_loop)
+        counts = [
+            int(read.stdout.partition("count = ")[2] or 0)
+            for read in self.reads
+            if read.returncode == 0
+        ]
+        self.assertEqual(counts, sorted(counts))
+        self.assertLessEqual(counts[-1], 1500 * WRITERS)
+
+    def test_script_read_to_its_end_across_an_update_is_the_same_code(self):
+        # Python reads a script it starts in pieces, until read() returns nothing; a
+        # piece read after another process's update must not turn into code.
+        self.write("job.py", STEPPED_WRITER)
+        writer = self.start("job.py")
+
+        def one_update():
+            writer.stdin.write("one more\n")
+            writer.stdin.flush()
+            self.assertEqual(self.read_line(writer), "done\n")
+
+        one_update()  # the block exists
+        with open(self.path("job.py"), "rb") as script:
+            seen = script.read()  # to the end of the file as it is now
+            one_update()
+            seen += script.read()  # and on, to its new end
+        try:
+            tree = ast.dump(ast.parse(seen))
+        except SyntaxError as error:
+            self.fail(f"a reader saw a script that does not compile: {error!r}")
+        self.assertEqual(
+            tree,
+            ast.dump(ast.parse(STEPPED_WRITER)),
+            f"a reader saw code in what should be comments:\n{seen[-60:].decode()}",
+        )
+
+
+# -- 4. an editor saves while the script runs ----------------------------------------
+
+EDITED = """\
+import sys
+from caboose import Value
+
+count = Value(0)
+VERSION = "old"
+steps, pause_at = int(sys.argv[1]), int(sys.argv[2])
+for step in range(steps):
+    if step == pause_at:  # stands still while the editor saves
+        print("paused", flush=True)
+        sys.stdin.readline()
+    count.value = count.value + 1
+    print(count.value, flush=True)
+"""
+
+
+@POSIX_ONLY
+class EditorSaveTests(ReliabilityCase):
+    """The code an editor saves survives, and so does every value written after."""
+
+    def edit_while_writing(self, save, new_code, steps=3000, save_after=300, pause=-1):
+        """Run EDITED for STEPS writes; call save(new_code) after SAVE_AFTER of them."""
+        self.write("job.py", EDITED)
+        writer = self.start("job.py", str(steps), str(pause))
+        for _ in range(save_after):
+            self.read_line(writer)
+        if pause >= 0:
+            self.assertEqual(self.read_line(writer), "paused\n")
+        save(new_code)
+        FIGURES["editor saves"] += 1
+        if pause >= 0:
+            writer.stdin.write("go on\n")
+            writer.stdin.flush()
+        output, errors = writer.communicate(timeout=60)
+        self.assertEqual(writer.returncode, 0, errors)
+        return int(output.split()[-1])  # the last value the writer wrote
+
+    def snapshot(self, name):
+        """The file as one read of its current size sees it.
+
+        (A read to the end of the file in pieces can see a torn script while caboose
+        writes: test_script_read_to_its_end_across_an_update_is_the_same_code.)
+        """
+        with open(self.path(name), "rb") as file:
+            return os.read(file.fileno(), os.fstat(file.fileno()).st_size)
+
+    def save_in_place(self, new_code):
+        """An editor that truncates the file and writes it anew, block and all."""
+        data = self.snapshot("job.py")
+        with open(self.path("job.py"), "r+b") as file:
+            file.truncate(0)
+            file.write(new_code + data[len(code_above_block(data)) :])
+
+    def save_in_place_under_lock(self, new_code):
+        """An editor that truncates and rewrites the file holding caboose's flock."""
+        import fcntl
+
+        while True:
+            with open(self.path("job.py"), "r+b") as file:
+                fcntl.flock(file.fileno(), fcntl.LOCK_EX)
+                if os.fstat(file.fileno()).st_nlink == 0:
+                    continue  # renamed over while we waited: lock the new file
+                data = file.read()
+                file.seek(0)
+                file.truncate(0)
+                file.write(new_code + data[len(code_above_block(data)) :])
+                return
+
+    def save_by_rename(self, new_code):
+        """An editor that writes a new file beside it and renames it over."""
+        data = self.snapshot("job.py")
+        self.write("job.py.new", new_code + data[len(code_above_block(data)) :])
+        os.replace(self.path("job.py.new"), self.path("job.py"))
+
+    def assertSurvived(self, new_code, last_written):
+        data = self.read("job.py")
+        self.assertEqual(code_above_block(data), new_code)
+        self.assertEqual(self.stored("job.py"), {"count": last_written})
+        self.assertIsNone(compile_error(self.path("job.py")))
+        self.assertEqual(self.temp_files(), [])
+
+    # An editor that truncates and rewrites the script in place, without flock, while the
+    # script writes, races with it: caboose cannot see a truncation that falls between
+    # its check of the file and its write (README, Limits).  Saves under flock, saves by
+    # rename, and in-place saves between writes are tested below.
+
+    def test_in_place_save_under_flock_while_writing_keeps_new_code_and_values(self):
+        new_code = EDITED.replace('VERSION = "old"', 'VERSION = "new, longer"').encode()
+        last = self.edit_while_writing(self.save_in_place_under_lock, new_code)
+        self.assertSurvived(new_code, last)
+
+    def test_rename_save_while_writing_keeps_new_code_and_later_values(self):
+        new_code = EDITED.replace('VERSION = "old"', 'VERSION = "new, longer"').encode()
+        last = self.edit_while_writing(self.save_by_rename, new_code)
+        self.assertSurvived(new_code, last)
+
+    def test_in_place_save_between_writes_keeps_new_code(self):
+        new_code = EDITED.replace('VERSION = "old"', 'VERSION = "new, longer"').encode()
+        last = self.edit_while_writing(self.save_in_place, new_code, 400, 200, 200)
+        self.assertSurvived(new_code, last)
+
+    def test_in_place_save_of_same_length_between_writes_keeps_new_code(self):
+        # the file's size does not change: only its content tells the save happened
+        new_code = EDITED.replace('VERSION = "old"', 'VERSION = "NEW"').encode()
+        last = self.edit_while_writing(self.save_in_place, new_code, 400, 200, 200)
+        self.assertSurvived(new_code, last)
+
+    def test_rename_save_of_same_length_between_writes_keeps_new_code(self):
+        new_code = EDITED.replace('VERSION = "old"', 'VERSION = "NEW"').encode()
+        last = self.edit_while_writing(self.save_by_rename, new_code, 400, 200, 200)
+        self.assertSurvived(new_code, last)
+
+
+# -- 5. bad trailers -----------------------------------------------------------------
+
+
+def pickled(value):
+    """The block's text for a value that has no literal: pickle('BASE64')."""
+    return f"pickle({base64.b64encode(pickle.dumps(value, 4)).decode()!r})"
+
+
+# The block the mutations start from: history for three keys, one of them pickled,
+# and a key no one loads; the key that is set last is a.
+MUTATION_BLOCK = "".join(
+    f"# {line}\n"
+    for line in [
+        "/// caboose",
+        "a = 1",
+        "b = 'one'",
+        f"c = {pickled(collections.deque([1, 2]))}",
+        "d = {'k': [1, 2.5, None]}",
+        "a = 2",
+        "b = 'two'",
+        f"c = {pickled(collections.deque([3]))}",
+        "a = 12345",
+        "///",
+    ]
+).encode()
+# Every mutated file is this code and a damaged block (block lines start at line 6).
+MUTATION_CODE = "from caboose import Value\n\na = Value(0)\nb = Value('')\nc = Value(None)\n"
+MUTATION_FIRST_LINE = MUTATION_CODE.count("\n") + 1
+# what each loaded key may hold after damage that rewrites no value: a value it had
+MUTATION_HISTORY_VALUES = {
+    "a": {"0", "1", "2", "12345"},
+    "b": {"''", "'one'", "'two'"},
+    "c": {"None", "deque([1, 2])", "deque([3])"},
+}
+MUTATION_COUNT = 1000
+NOT_LITERALS = [
+    "os.system('x')",
+    "__import__('os').system('x')",
+    "open('x')",
+    "eval('1')",
+    "print(1)",
+    "lambda: 0",
+    "[i for i in ()]",
+    "f'{1}'",
+    "a",
+    "x.y",
+    "datetime.datetime.now()",
+    "1 if 1 else 2",
+    "(yield)",
+    "await x",
+    "2 * 3",
+    "'a'[0]",
+    "{**{}}",
+    "Decimal",
+]
+NOT_KEYS = [
+    "1a",
+    "a-b",
+    "a b",
+    "None",
+    "a[0]",
+    "a()",
+    "'a'",
+    "*a",
+    "a.1",
+    "a: int",
+    "a, b",
+]
+BAD_PICKLES = [
+    "pickle('!!!!')",
+    "pickle('abc')",
+    "pickle('aGVsbG8=')",
+    "pickle('gASV')",
+    "pickle(1)",
+    "pickle()",
+    "pickle('', '')",
+    "pickle(x='gASVAwAAAAAAAABLAS4=')",
+]
+TOO_DEEP = ["-" * 10000 + "1", "+".join(["1"] * 10000), "[" * 250 + "]" * 250]
+
+# Runs in one child: loads each mutated file the way its script would (its code run
+# with the file's name), then runs caboose.py's command line `show FILE` in-process.
+MUTATION_CHILD = """\
+import contextlib
+import io
+import json
+import signal
+import sys
+import time
+
+from caboose import CabooseError
+
+with open("caboose.py", "rb") as file:
+    COMMAND_LINE = compile(file.read(), "caboose.py", "exec")
+
+
+class Hang(Exception):
+    pass
+
+
+def hang(signum, frame):
+    raise Hang("no answer within 10 s")
+
+
+def load(path, code):
+    names = {"__name__": "mutated"}
+    try:
+        exec(compile(code, path, "exec"), names)
+    except CabooseError as error:
+        return ["caboose", str(error)]
+    except BaseException as error:
+        return ["other", f"{type(error).__name__}: {error}"[:300]]
+    return ["loaded", {key: ascii(names[key].value) for key in ("a", "b", "c")}]
+
+
+def show(path):
+    out, err, sys.argv = io.StringIO(), io.StringIO(), ["caboose.py", "show", path]
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            exec(COMMAND_LINE, {"__name__": "__main__", "__file__": "caboose.py"})
+    except SystemExit as exit:
+        return [exit.code, out.getvalue()[:300], err.getvalue()]
+    except BaseException as error:
+        return ["other", f"{type(error).__name__}: {error}"[:300], err.getvalue()]
+    return ["no exit", out.getvalue()[:300], err.getvalue()]
+
+
+signal.signal(signal.SIGALRM, hang)
+code = sys.argv[1]
+for path in sys.stdin.read().split():
+    started = time.perf_counter()
+    signal.alarm(10)
+    try:
+        loaded, shown = load(path, code), show(path)
+    except Hang as error:
+        loaded = shown = ["hang", str(error)]
+    signal.alarm(0)
+    took = time.perf_counter() - started
+    result = dict(path=path, load=loaded, show=shown, seconds=took)
+    print(json.dumps(result), flush=True)
+"""
+
+
+class Mutator:
+    """Seeded damage to a valid block; each mutation is (kind, bytes, expectation)."""
+
+    def __init__(self, block, seed):
+        self.random = random.Random(seed)
+        self.lines = block.decode().splitlines(True)  # mark, records..., close
+        self.records = range(1, len(self.lines) - 1)  # indexes of KEY = VALUE lines
+
+    def line_number(self, index):
+        return MUTATION_FIRST_LINE + index
+
+    def winning(self, key):
+        """Index of the line that sets KEY last."""
+        return max(i for i in self.records if self.lines[i].startswith(f"# {key} = "))
+
+    def with_line(self, index, text):
+        lines = list(self.lines)
+        lines[index] = text
+        return "".join(lines).encode()
+
+    def targeted(self):
+        """Damage with a known outcome: (kind, block, expected failure line or None)."""
+        block = "".join(self.lines).encode()
+        closing = len(block) - len(self.lines[-1])
+        last = closing - len(self.lines[-2])
+        for cut in range(last, len(block)):  # every offset of the last two lines
+            yield "cut in the last lines", block[:cut], None
+        for value in NOT_LITERALS:
+            index = self.winning("a")
+            line = self.line_number(index)
+            yield "not a literal", self.with_line(index, f"# a = {value}\n"), line
+        for key in NOT_KEYS:
+            index = self.random.choice(self.records)
+            line = self.line_number(index)
+            yield "not a key", self.with_line(index, f"# {key} = 1\n"), line
+        for value in BAD_PICKLES:
+            index = self.winning("c")
+            yield "bad pickle", self.with_line(index, f"# c = {value}\n"), self.line_number(index)
+        for value in TOO_DEEP:
+            index = self.winning("a")
+            line = self.line_number(index)
+            yield "nested too deeply", self.with_line(index, f"# a = {value}\n"), line
+        for byte in ("\0", "\x80", "\xe9", "\u20ac", "\ufeff"):
+            index = self.random.choice(self.records)
+            text = self.lines[index]
+            at = self.random.randrange(2, len(text) - 1)
+            damaged = (text[:at] + byte + text[at:]).encode("utf-8")
+            lines = [line.encode() for line in self.lines]
+            lines[index] = damaged
+            yield "non-ASCII or NUL", b"".join(lines), self.line_number(index)
+
+    def structural(self, block, kinds=("delete", "duplicate", "swap", "unclose")):
+        """One random damage that rewrites no value: lines lost, doubled, moved, cut."""
+        lines = block.splitlines(True)
+        kind = self.random.choice(kinds)
+        if kind == "delete" and lines:
+            del lines[self.random.randrange(len(lines))]
+        elif kind == "duplicate" and lines:
+            index = self.random.randrange(len(lines))
+            lines.insert(index, lines[index])
+        elif kind == "swap" and len(lines) > 1:
+            i, j = self.random.sample(range(len(lines)), 2)
+            lines[i], lines[j] = lines[j], lines[i]
+        elif kind == "truncate":
+            return block[: self.random.randrange(len(block) + 1)]
+        elif kind == "unclose" and lines and lines[-1].rstrip() == b"# ///":
+            lines.pop()
+        return b"".join(lines)
+
+    def anything(self, block):
+        """One random damage of any kind: bytes flipped or inserted, values, keys."""
+        kind = self.random.choice(["flip", "insert", "value", "key", "pickle", "other"])
+        if kind in ("flip", "insert") and block:
+            at = self.random.randrange(len(block))
+            byte = bytes([self.random.choice([0, 10, 13, 35, 32, 39, 128, 255])])
+            byte = self.random.choice([byte, bytes([self.random.randrange(256)])])
+            return block[:at] + byte + block[at + (kind == "flip") :]
+        lines = block.splitlines(True)
+        if kind in ("value", "key", "pickle") and len(lines) > 2:
+            index = self.random.randrange(1, len(lines) - 1)
+            key, _, value = lines[index].decode("latin-1")[2:].partition(" = ")
+            if kind == "value":
+                value = self.random.choice(NOT_LITERALS + TOO_DEEP[2:]) + "\n"
+            elif kind == "key":
+                key = self.random.choice(NOT_KEYS)
+            else:
+                value = self.random.choice(BAD_PICKLES) + "\n"
+            lines[index] = f"# {key} = {value}".encode("latin-1", "replace")
+            return b"".join(lines)
+        return self.structural(block, ["delete", "duplicate", "swap", "truncate"])
+
+    def random_mutations(self, count):
+        block = "".join(self.lines).encode()
+        for _ in range(count):
+            if self.random.random() < 0.4:
+                damaged = block
+                for _ in range(self.random.randint(0, 2)):
+                    damaged = self.structural(damaged)
+                if self.random.random() < 0.5:  # last, so that no two lines merge
+                    damaged = self.structural(damaged, ["truncate"])
+                yield "lines lost, doubled, moved or cut", damaged, None
+            else:
+                damaged = block
+                for _ in range(self.random.randint(1, 3)):
+                    damaged = self.anything(damaged)
+                yield "anything", damaged, None
+
+
+@POSIX_ONLY
+class BadTrailerTests(ReliabilityCase):
+    """1,000 seeded mutations of a valid block, loaded in one child process."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.root = tempfile.mkdtemp(prefix="caboose-mutations-")
+        cls.addClassCleanup(shutil.rmtree, cls.root, True)
+        shutil.copy(MODULE, cls.root)
+        mutator = Mutator(MUTATION_BLOCK, seed=5)
+        mutations = list(mutator.targeted())
+        mutations += mutator.random_mutations(MUTATION_COUNT - len(mutations))
+        cls.cases = {}  # path -> (kind, file bytes, expected failure line)
+        for number, (kind, damaged, line) in enumerate(mutations):
+            path = os.path.join(cls.root, f"m{number:04}.py")
+            data = MUTATION_CODE.encode() + damaged
+            with open(path, "wb") as file:
+                file.write(data)
+            cls.cases[os.path.realpath(path)] = (kind, data, line)
+        child = os.path.join(cls.root, "load_each.py")
+        with open(child, "w") as file:
+            file.write(MUTATION_CHILD)
+        result = subprocess.run(
+            [sys.executable, child, MUTATION_CODE],
+            cwd=cls.root,
+            input="\n".join(cls.cases),
+            capture_output=True,
+            text=True,
+            env=script_environment(),
+            timeout=300,
+        )
+        cls.child = result
+        cls.results = [json.loads(line) for line in result.stdout.splitlines()]
+        for entry in cls.results:
+            with open(entry["path"], "rb") as file:
+                entry["unchanged"] = file.read() == cls.cases[entry["path"]][1]
+            entry["kind"], _, entry["line"] = cls.cases[entry["path"]]
+        FIGURES["trailer mutations tried"] += len(cls.results)
+        FIGURES["trailer mutations refused"] += sum(
+            entry["load"][0] == "caboose" for entry in cls.results
+        )
+        FIGURES["trailer mutations loaded"] += sum(
+            entry["load"][0] == "loaded" for entry in cls.results
+        )
+
+    def of_kind(self, *kinds):
+        found = [entry for entry in self.results if entry["kind"] in kinds]
+        self.assertTrue(found, f"no mutation of kind {kinds}")
+        return found
+
+    def assertFailsAt(self, entry, line):
+        outcome, detail = entry["load"]
+        self.assertEqual(outcome, "caboose", detail)
+        self.assertEqual(CABOOSE_ERROR_AT_LINE.match(detail)["path"], entry["path"], detail)
+        self.assertEqual(int(CABOOSE_ERROR_AT_LINE.match(detail)["line"]), line, detail)
+
+    def test_child_tried_every_mutation_without_hanging(self):
+        self.assertEqual(self.child.returncode, 0, self.child.stderr[-2000:])
+        self.assertEqual(len(self.results), MUTATION_COUNT, self.child.stderr[-2000:])
+        slow = [(e["path"], e["seconds"]) for e in self.results if e["seconds"] > 5]
+        self.assertEqual(slow, [])
+
+    def test_loading_succeeds_or_fails_naming_a_line(self):
+        for entry in self.results:
+            outcome, detail = entry["load"]
+            with self.subTest(entry["kind"], path=entry["path"]):
+                self.assertIn(outcome, ("loaded", "caboose"), detail)
+                if outcome == "caboose":
+                    match = CABOOSE_ERROR_AT_LINE.match(detail)
+                    self.assertIsNotNone(match, detail)
+                    self.assertEqual(match["path"], entry["path"], detail)
+
+    def test_show_succeeds_or_prints_one_caboose_line(self):
+        for entry in self.results:
+            code, out, err = entry["show"]
+            with self.subTest(entry["kind"], path=entry["path"]):
+                if code == 0:
+                    self.assertEqual(err, "")
+                else:
+                    self.assertIsInstance(code, int, out)
+                    self.assertEqual(out, "")
+                    self.assertEqual(err.count("\n"), 1, err)
+                    self.assertRegex(err, r"\Acaboose: .+:\d+: ")
+
+    def test_failed_load_leaves_file_unchanged(self):
+        failed = [e for e in self.results if e["load"][0] != "loaded"]
+        self.assertTrue(failed)
+        self.assertEqual([e["path"] for e in failed if not e["unchanged"]], [])
+
+    def test_successful_load_leaves_file_unchanged(self):
+        loaded = [e for e in self.results if e["load"][0] == "loaded"]
+        self.assertTrue(loaded)
+        self.assertEqual([e["path"] for e in loaded if not e["unchanged"]], [])
+
+    def test_lost_doubled_moved_or_cut_lines_load_values_the_keys_had(self):
+        for entry in self.of_kind("lines lost, doubled, moved or cut"):
+            outcome, values = entry["load"]
+            with self.subTest(path=entry["path"]):
+                self.assertEqual(outcome, "loaded", values)
+                for key, value in values.items():
+                    self.assertIn(value, MUTATION_HISTORY_VALUES[key], key)
+
+    def test_cut_in_last_lines_keeps_complete_assignments(self):
+        for entry in self.of_kind("cut in the last lines"):
+            outcome, values = entry["load"]
+            data = self.cases[entry["path"]][1]
+            # the last assignment is "# a = 12345\n": whole, or not there at all
+            whole = data.endswith(b"# a = 12345\n") or b"# a = 12345\n#" in data
+            with self.subTest(ending=data[-16:]):
+                self.assertEqual(outcome, "loaded", values)
+                self.assertEqual(values["a"], "12345" if whole else "2")
+                self.assertEqual((values["b"], values["c"]), ("'two'", "deque([3])"))
+
+    def test_value_that_is_not_a_literal_fails_naming_its_line(self):
+        for entry in self.of_kind("not a literal"):
+            with self.subTest(self.cases[entry["path"]][1].splitlines()[-2]):
+                self.assertFailsAt(entry, entry["line"])
+
+    def test_key_that_is_not_a_name_fails_naming_its_line(self):
+        for entry in self.of_kind("not a key"):
+            with self.subTest(entry["path"]):
+                self.assertFailsAt(entry, entry["line"])
+
+    def test_pickle_that_is_not_base64_or_not_a_pickle_fails_naming_its_line(self):
+        for entry in self.of_kind("bad pickle"):
+            with self.subTest(entry["path"]):
+                self.assertFailsAt(entry, entry["line"])
+
+    def test_value_nested_too_deeply_fails_naming_its_line(self):
+        for entry in self.of_kind("nested too deeply"):
+            with self.subTest(entry["path"]):
+                self.assertFailsAt(entry, entry["line"])
+
+    def test_non_ascii_or_nul_byte_fails_naming_its_line(self):
+        for entry in self.of_kind("non-ASCII or NUL"):
+            with self.subTest(entry["path"]):
+                self.assertFailsAt(entry, entry["line"])
+
+
+# -- 6. hostile files ----------------------------------------------------------------
+
+HITS_SCRIPT = """\
+from caboose import Value
+
+hits = Value(0)
+hits.value += 1
+print(hits.value)
+"""
+# Faults injected before caboose is imported, chosen by the FAULT variable, so that the
+# same script also runs normally afterwards.
+FAULTY = """\
+import builtins
+import errno
+import os
+import sys
+
+FAULT = os.environ.get("FAULT", "")
+real_pwrite, real_open = os.pwrite, builtins.open
+if FAULT == "disk full":  # a write fits only within the file's size at the start
+    limit = os.path.getsize(__file__)
+
+    def pwrite(fd, data, offset):
+        if offset >= limit:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_pwrite(fd, data[: limit - offset], offset)
+
+    os.pwrite = pwrite
+elif FAULT == "disk full once":  # the first write fails, the next ones do not
+    failures = [OSError(errno.ENOSPC, "No space left on device")]
+
+    def pwrite(fd, data, offset):
+        if failures:
+            raise failures.pop()
+        return real_pwrite(fd, data, offset)
+
+    os.pwrite = pwrite
+elif FAULT == "no write access":  # every write is refused, nothing is written
+
+    def pwrite(fd, data, offset):
+        raise OSError(errno.EACCES, "Permission denied")
+
+    os.pwrite = pwrite
+elif FAULT in ("no temporary file", "disk full for temporary file"):
+
+    class FullFile:
+        def __init__(self, file):
+            self.file = file
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.file.close()
+
+        def write(self, data):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        def __getattr__(self, name):
+            return getattr(self.file, name)
+
+    def open_temporary(path, *args, **kwargs):
+        if ".caboose-" not in str(path):
+            return real_open(path, *args, **kwargs)
+        if FAULT == "no temporary file":
+            raise PermissionError(errno.EACCES, "Permission denied", path)
+        return FullFile(real_open(path, *args, **kwargs))
+
+    builtins.open = open_temporary
+
+from caboose import CabooseError, Value
+
+a = Value(0)
+for new in map(int, sys.argv[1:]):
+    try:
+        a.value = new
+        print("stored", new)
+    except CabooseError as error:
+        print(error)
+"""
+
+FAULTY_BLOCK = "# /// caboose\n# a = 1\n# ///\n"
+
+
+@POSIX_ONLY
+class HostileFileTests(ReliabilityCase):
+    """Odd but valid scripts, and failing disks: values, or a clear error."""
+
+    def run_twice(self, name, data):
+        """Write data as NAME, run it twice; return the two outputs and the file."""
+        self.write(name, data)
+        outputs = [self.output(name) for _ in range(2)]
+        return outputs, self.read(name)
+
+    def test_pep_723_script_block_stays_at_the_top(self):
+        top = "# /// script\n# requires-python = '>=3.9'\n# dependencies = []\n# ///\n"
+        outputs, data = self.run_twice("job.py", top + HITS_SCRIPT)
+        self.assertEqual(outputs, [["1"], ["2"]])
+        self.assertIntactCode("job.py", (top + HITS_SCRIPT).encode())
+        self.assertEqual(self.stored("job.py"), {"hits": 2})
+
+    def test_block_text_in_a_string_before_the_code_is_not_read(self):
+        fake = 'FAKE = """\n# /// caboose\n# hits = 99\n# ///\n"""\n'
+        outputs, data = self.run_twice("job.py", fake + HITS_SCRIPT)
+        self.assertEqual(outputs, [["1"], ["2"]])
+        self.assertIntactCode("job.py", (fake + HITS_SCRIPT).encode())
+
+    def test_block_text_in_a_string_after_the_code_is_not_read(self):
+        fake = 'FAKE = """\n# /// caboose\n# hits = 99\n# ///\n"""\n'
+        outputs, data = self.run_twice("job.py", HITS_SCRIPT + fake)
+        self.assertEqual(outputs, [["1"], ["2"]])
+        self.assertIntactCode("job.py", (HITS_SCRIPT + fake).encode())
+
+    def test_block_text_closed_inside_a_string_at_the_end_is_not_read(self):
+        fake = "FAKE = '''\n# /// caboose\n# hits = 99 '''\n# ///\n"
+        outputs, data = self.run_twice("job.py", HITS_SCRIPT + fake)
+        self.assertEqual(outputs, [["1"], ["2"]])
+        self.assertTrue(data.startswith((HITS_SCRIPT + fake).encode()))
+
+    def test_code_after_the_block_keeps_running_and_values_stay_readable(self):
+        block = "# /// caboose\n# hits = 5\n# ///\n"
+        after = "print('after', hits.value)\n"
+        outputs, data = self.run_twice("job.py", HITS_SCRIPT + block + after)
+        self.assertEqual(outputs, [["6", "after", "6"], ["7", "after", "7"]])
+        self.assertEqual(self.stored("job.py"), {"hits": 7})
+        self.assertIntactCode("job.py", (HITS_SCRIPT + after).encode())
+
+    def test_crlf_script_keeps_crlf_line_endings(self):
+        code = HITS_SCRIPT.replace("\n", "\r\n").encode()
+        outputs, data = self.run_twice("job.py", code)
+        self.assertEqual(outputs, [["1"], ["2"]])
+        self.assertEqual(data.count(b"\n"), data.count(b"\r\n"))
+        self.assertIntactCode("job.py", code)
+        self.assertEqual(self.stored("job.py"), {"hits": 2})
+
+    def test_utf8_bom_script_keeps_its_bom(self):
+        code = b"\xef\xbb\xbf" + HITS_SCRIPT.encode()
+        outputs, data = self.run_twice("job.py", code)
+        self.assertEqual(outputs, [["1"], ["2"]])
+        self.assertIntactCode("job.py", code)
+
+    def test_utf8_bom_script_with_a_value_on_its_first_line(self):
+        code = b"\xef\xbb\xbffrom caboose import Value; hits = Value(0)\n" + (
+            b"hits.value += 1\nprint(hits.value)\n"
+        )
+        outputs, data = self.run_twice("job.py", code)
+        self.assertEqual(outputs, [["1"], ["2"]])
+        self.assertIntactCode("job.py", code)
+
+    def test_latin_1_script_keeps_its_bytes_and_stores_its_text(self):
+        code = (
+            b"# -*- coding: latin-1 -*-\nfrom caboose import Value\n\n"
+            b'GREETING = "caf\xe9\xa4"\nseen = Value("")\nprint(ascii(seen.value))\n'
+            b"seen.value = GREETING\n"
+        )
+        outputs, data = self.run_twice("job.py", code)
+        self.assertEqual(outputs, [["''"], ["'caf\\xe9\\xa4'"]])
+        self.assertIntactCode("job.py", code)
+        self.assertEqual(self.stored("job.py"), {"seen": "caf\xe9\xa4"})
+
+    def test_script_without_final_newline_gets_its_newline_and_nothing_else(self):
+        code = HITS_SCRIPT.rstrip("\n").encode()
+        outputs, data = self.run_twice("job.py", code)
+        self.assertEqual(outputs, [["1"], ["2"]])
+        self.assertIntactCode("job.py", code + b"\n")
+
+    def test_show_on_an_empty_file_prints_nothing(self):
+        self.write("empty.py", b"")
+        result = self.run_script("caboose.py", "show", "empty.py")
+        self.assertEqual((result.stdout, result.stderr), ("", ""))
+
+    def test_show_on_a_missing_file_fails_with_one_caboose_line(self):
+        result = self.run_script("caboose.py", "show", "missing.py", check=False)
+        self.assertNotEqual(result.returncode, 0)
+        self.assertEqual(result.stdout, "")
+        self.assertRegex(result.stderr, r"\Acaboose: .*missing\.py.*\n\Z")
+
+    def test_values_declared_in_an_imported_module_land_in_that_module(self):
+        self.write("helper.py", "from caboose import Value\n\nhits = Value(0)\n")
+        self.write("main.py", "import helper\n\nhelper.hits.value += 1\n")
+        for _ in range(2):
+            self.run_script("main.py")
+        self.assertEqual(self.read("main.py"), b"import helper\n\nhelper.hits.value += 1\n")
+        self.assertEqual(self.stored("helper.py"), {"hits": 2})
+        self.assertIntactCode("helper.py", b"from caboose import Value\n\nhits = Value(0)\n")
+
+    def test_symlinked_script_stores_values_in_its_target(self):
+        self.write("real.py", HITS_SCRIPT)
+        os.symlink("real.py", self.path("link.py"))
+        self.assertEqual([self.output("link.py") for _ in range(2)], [["1"], ["2"]])
+        self.assertTrue(os.path.islink(self.path("link.py")))
+        self.assertEqual(self.stored("real.py"), {"hits": 2})
+        self.assertIntactCode("real.py", HITS_SCRIPT.encode())
+
+    @unittest.skipIf(os.name == "posix" and os.geteuid() == 0, "root writes anywhere")
+    def test_read_only_folder_still_appends_to_the_block(self):
+        # the folder takes no temporary file; the script itself stays writable
+        self.write("job.py", HITS_SCRIPT + "# /// caboose\n# hits = 0\n# ///\n")
+        os.chmod(self.folder, 0o555)
+        self.addCleanup(os.chmod, self.folder, 0o755)
+        for expected in ("1", "2"):
+            result = self.run_script("job.py")
+            self.assertEqual(result.stdout, f"{expected}\n")
+            for line in result.stderr.splitlines():
+                self.assertCabooseErrorOnFile(line)
+        self.assertEqual(self.stored("job.py"), {"hits": 2})
+        self.assertIntactCode("job.py", HITS_SCRIPT.encode())
+
+    def run_faulty(self, fault, *values, block=FAULTY_BLOCK, after=""):
+        """Run FAULTY with FAULT, writing VALUES; the file it ran on, and its output."""
+        self.write("job.py", FAULTY + block + after)
+        before = self.read("job.py")
+        result = self.run_script("job.py", *map(str, values), env={"FAULT": fault})
+        for line in result.stderr.splitlines():  # e.g. a compaction at exit failed
+            self.assertCabooseErrorOnFile(line)
+        return before, result.stdout.splitlines()
+
+    def test_folder_refusing_temporary_files_still_appends_to_the_block(self):
+        before, lines = self.run_faulty("no temporary file", 11, 22)
+        self.assertEqual(lines, ["stored 11", "stored 22"])
+        self.assertEqual(self.stored("job.py"), {"a": 22})
+        self.assertIntactCode("job.py", FAULTY.encode())
+
+    def test_folder_refusing_temporary_files_stores_or_fails_cleanly(self):
+        before, lines = self.run_faulty("no temporary file", 11, block="")
+        if lines == ["stored 11"]:
+            self.assertEqual(self.stored("job.py"), {"a": 11})
+        else:
+            self.assertEqual(len(lines), 1, lines)
+            self.assertCabooseErrorOnFile(lines[0])
+            self.assertUnchangedFile("job.py", before)
+        self.assertEqual(self.temp_files(), [])
+
+    def test_full_disk_for_temporary_file_keeps_appended_values(self):
+        before, lines = self.run_faulty("disk full for temporary file", 11, 22)
+        self.assertEqual(lines, ["stored 11", "stored 22"])
+        self.assertEqual(self.stored("job.py"), {"a": 22})
+        self.assertIntactCode("job.py", FAULTY.encode())
+
+    def test_rewrite_refused_temporary_file_fails_cleanly(self):
+        # code after the block: each write must rewrite the file through a temp file
+        after = "print('end')\n"
+        before, lines = self.run_faulty("no temporary file", 11, 22, after=after)
+        self.assertEqual(len(lines), 3, lines)
+        for line in lines[:2]:
+            self.assertCabooseErrorOnFile(line)
+        self.assertEqual(lines[2], "end")
+        self.assertUnchangedFile("job.py", before)
+        self.assertEqual(self.temp_files(), [])
+
+    def assertWriteFailsCleanly(self, fault):
+        before, lines = self.run_faulty(fault, 11)
+        self.assertEqual(len(lines), 1, lines)
+        self.assertCabooseErrorOnFile(lines[0])
+        self.assertUnchangedFile("job.py", before)
+        self.run_script("job.py", "22")  # and then the script works again
+        self.assertEqual(self.stored("job.py"), {"a": 22})
+
+    def test_disk_full_write_fails_cleanly_and_keeps_file(self):
+        self.assertWriteFailsCleanly("disk full")
+
+    def test_refused_write_fails_cleanly_and_keeps_file(self):
+        self.assertWriteFailsCleanly("no write access")
+
+    def test_write_after_a_failed_write_succeeds(self):
+        before, lines = self.run_faulty("disk full once", 11, 22)
+        self.assertEqual(len(lines), 2, lines)
+        self.assertCabooseErrorOnFile(lines[0])
+        self.assertEqual(lines[1], "stored 22")
+        self.assertEqual(self.stored("job.py"), {"a": 22})
+        self.assertIntactCode("job.py", FAULTY.encode())
+
+
+# -- 7. big and many -----------------------------------------------------------------
+
+
+@POSIX_ONLY
+class BigAndManyTests(ReliabilityCase):
+    """Large values, many keys and large scripts: correct, and no slower than linear."""
+
+    def test_10_mb_string_round_trips(self):
+        self.write(
+            "job.py",
+            """\
+            import sys
+            from caboose import Value
+
+            big = Value("")
+            if sys.argv[1:] == ["write"]:
+                big.value = "0123456789abcdef" * (10 * 1024 * 1024 // 16)
+            else:
+                pattern = "0123456789abcdef" * (len(big.value) // 16)
+                print(len(big.value), big.value == pattern)
+            """,
+        )
+        code = self.read("job.py")
+        self.run_script("job.py", "write")
+        FIGURES["largest value written (bytes)"] = 10 * 1024 * 1024
+        self.assertEqual(self.output("job.py"), [str(10 * 1024 * 1024), "True"])
+        self.assertIntactCode("job.py", code)
+
+    def test_10000_keys_in_one_block_round_trip(self):
+        self.write(
+            "job.py",
+            """\
+            import sys
+            from caboose import Value
+
+            values = [Value(0, key=f"k{n}") for n in range(10_000)]
+            if sys.argv[1:] == ["write"]:
+                for n, value in enumerate(values):
+                    value.value = n * n
+            else:
+                print(all(value.value == n * n for n, value in enumerate(values)))
+            """,
+        )
+        code = self.read("job.py")
+        self.run_script("job.py", "write")
+        self.assertEqual(self.output("job.py"), ["True"])
+        self.assertEqual(len(self.show("job.py")), 10_000)
+        self.assertIntactCode("job.py", code)
+
+    def test_5_mb_script_keeps_its_code_and_values(self):
+        rows = "".join(f"    {'x' * 70!r},  # row {n}\n" for n in range(60_000))
+        code = f"from caboose import Value\n\nROWS = [\n{rows}]\n" + HITS_SCRIPT.split("\n", 1)[1]
+        self.write("job.py", code)
+        FIGURES["largest script (bytes)"] = len(code)
+        self.assertEqual([self.output("job.py") for _ in range(2)], [["1"], ["2"]])
+        self.assertIntactCode("job.py", code.encode())
+
+    def test_int_of_5000_digits_round_trips(self):
+        self.write(
+            "job.py",
+            """\
+            from caboose import Value
+
+            huge = Value(0)
+            print(huge.value == 7 ** 5916)
+            huge.value = 7 ** 5916
+            """,
+        )
+        self.assertEqual(self.output("job.py"), ["False"])
+        self.assertEqual(self.output("job.py"), ["True"])
+
+    def load_time(self, name, declarations, keys, runs=3):
+        """Median seconds to declare (load) the Values of a script with keys stored."""
+        block = "".join(f"# k{n} = {n}\n" for n in range(keys))
+        self.write(
+            name,
+            "import time\nfrom caboose import Value\n\nstarted = time.perf_counter()\n"
+            f"{declarations}\nprint(time.perf_counter() - started)\n"
+            f"# /// caboose\n{block}# ///\n",
+        )
+        return statistics.median(float(self.output(name)[0]) for _ in range(runs))
+
+    def test_loading_10000_keys_costs_at_most_15_times_1000(self):
+        loop = "values = [Value(-1, key=f'k{n}') for n in range(COUNT)]"
+        small = self.load_time("small.py", loop.replace("COUNT", "1000"), 1000)
+        large = self.load_time("large.py", loop.replace("COUNT", "10_000"), 10_000)
+        FIGURES["keys loaded from one block"] = 10_000
+        self.assertLessEqual(large, 15 * small, f"1,000: {small:.4f} s, 10,000: {large:.4f} s")
+
+    def test_declaring_2000_values_by_assignment_costs_at_most_15_times_200(self):
+        # each Value derives its key from the statement that creates it
+        lines = [f"k{n} = Value(-1)" for n in range(2000)]
+        small = self.load_time("small.py", "\n".join(lines[:200]), 200)
+        large = self.load_time("large.py", "\n".join(lines), 2000)
+        self.assertLessEqual(large, 15 * small, f"200: {small:.4f} s, 2,000: {large:.4f} s")
 
 
 # -- the benchmark: python test_caboose.py --bench [--quick] --------------------------------
@@ -907,10 +2533,7 @@ def _bench_startup(folder, kinds, rounds, env):
         cases[path] = None
     walls = dict(zip(kinds, _bench_medians(cases, rounds, env, wall=True).values()))
     imports = _bench_importtime(kinds[1:], folder, env, rounds)
-    rows = [
-        [kind, f"{ms:.1f}", f"{ms - walls[kinds[0]]:+.1f}"]
-        for kind, ms in walls.items()
-    ]
+    rows = [[kind, f"{ms:.1f}", f"{ms - walls[kinds[0]]:+.1f}"] for kind, ms in walls.items()]
     rows[0][2] = ""
     print("\n## Startup: a 200-line script with 10 Values, its block already written\n")
     print(f"The wall time of the whole process, median of {rounds} runs; the")
@@ -1018,14 +2641,25 @@ def bench(argv):
     return 0
 
 
+class CountingResult(unittest.TextTestResult):
+    """A result that counts the tests that passed (testsRun leaves skips out on 3.12+)."""
+
+    passed = 0
+
+    def addSuccess(self, test):
+        super().addSuccess(test)
+        self.passed += 1
+
+
 def main():
     if sys.argv[1:2] == ["--bench"]:
         return bench(sys.argv[2:])
-    program = unittest.main(exit=False)
-    result = program.result
+    runner = unittest.TextTestRunner(resultclass=CountingResult)
+    result = unittest.main(testRunner=runner, exit=False).result
     failed = len(result.failures) + len(result.errors) + len(result.unexpectedSuccesses)
-    passed = result.testsRun - failed - len(result.skipped)
-    print(f"{passed} passed, {failed} failed, {len(result.skipped)} skipped")
+    if FIGURES:  # what the reliability suite tried, for the README's Guarantees section
+        print("tried: " + "; ".join(f"{name} {count:,}" for name, count in FIGURES.items()))
+    print(f"{result.passed} passed, {failed} failed, {len(result.skipped)} skipped")
     return 0 if result.wasSuccessful() else 1
 
 
