@@ -448,27 +448,31 @@ def main(argv: list[str]) -> int:
 
 
 def _selftest() -> int:
+    """A counter script beside a copy of this file, run plain, killed, and two at a time."""
     import shutil
     import subprocess
     import tempfile
 
-    with tempfile.TemporaryDirectory() as folder:  # a counter run plain, killed, concurrently
+    def run(times: int) -> subprocess.Popen[bytes]:
+        command = [sys.executable, "probe.py", str(times)]
+        return subprocess.Popen(command, cwd=folder, stdout=subprocess.PIPE)
+
+    with tempfile.TemporaryDirectory() as folder:
         shutil.copy(__file__, folder)
         with open(os.path.join(folder, "probe.py"), "w") as file:
             file.write(PROBE)
-        run = lambda n: subprocess.Popen(
-            [sys.executable, "probe.py", str(n)], cwd=folder, stdout=-1
-        )
         plain = [run(1).communicate()[0] for _ in range(3)]
         killed = run(10**6)
-        killed.stdout.readline()  # type: ignore[union-attr]
+        first = killed.stdout.readline() if killed.stdout else b""  # it runs: now kill it
         killed.kill()
         killed.communicate()
-        before = int(run(1).communicate()[0])
-        [writer.communicate() for writer in [run(100), run(100)]]
-        after = int(run(1).communicate()[0])
-    if plain != [b"1\n", b"2\n", b"3\n"] or before < 5 or after != before + 201:
-        print(f"caboose selftest: FAILED (runs {plain}, killed then {before}, then {after})")
+        before = run(1).communicate()[0]
+        for writer in [run(100), run(100)]:
+            writer.communicate()
+        after = run(1).communicate()[0]
+    ok = plain == [b"1\n", b"2\n", b"3\n"] and first and before.strip().isdigit()
+    if not ok or int(after or 0) != int(before) + 201:
+        print(f"caboose selftest: FAILED (runs {plain}, killed then {before!r}, then {after!r})")
         return 1
     runs = Value(0)
     runs.value += 1
