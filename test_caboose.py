@@ -681,6 +681,23 @@ class Concurrency(ScriptCase):
         self.assertLess(largest, 700_000)  # 400 writes of ~2-6 KB would be over 1.5 MB
         self.assertEqual(self.read("s.py").count(b"# blob = "), 1)
 
+    def test_write_that_starts_a_compaction_is_in_the_compacted_file(self):
+        self.write(
+            "s.py",
+            """\
+            import os
+            from caboose import Value
+            small, large = Value(0, key="small"), Value("", key="large")
+            small.value = 7
+            large.value = "y" * 300_000  # past the bound: compacts during this write
+            os._exit(0)  # no exit handler: only that compaction wrote the file
+        """,
+        )
+        self.run_script("s.py")
+        data = self.read("s.py")
+        self.assertEqual(data.count(b"# ###"), 0)  # compacted, not only appended
+        self.assertEqual(trailer_values(data), {"small": 7, "large": "y" * 300_000})
+
     def test_dead_lines_left_by_killed_writers_are_compacted_by_the_next(self):
         dead = "".join(f"# n = {i}\n" for i in range(40_000))  # as a run of kills leaves
         code = textwrap.dedent("""\
