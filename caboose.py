@@ -17,8 +17,6 @@ systems; compaction splits hard links; an editor that rewrites the script in pla
 while it writes, can race it; Windows is untested.
 """
 
-from __future__ import annotations
-
 import _operator
 import atexit
 import os
@@ -66,11 +64,11 @@ _EVALUATE = {
 }
 
 
-def _evaluate(node: Any) -> Any:
+def _evaluate(node: "Any") -> "Any":
     return _EVALUATE[type(node).__name__](node)
 
 
-def _source(value: Any) -> str:  # a set's items are sorted, so that a set always reads the same
+def _source(value: "Any") -> str:  # a set's items are sorted, so that a set always reads the same
     kind = type(value)
     if kind in _PLAIN and (kind is not int or value.bit_length() < 10_000):
         return ascii(value)  # (str() of a longer int fails on Python 3.11 and newer)
@@ -86,7 +84,7 @@ def _source(value: Any) -> str:  # a set's items are sorted, so that a set alway
     return f"[{inner}]" if kind is list else f"({inner})"
 
 
-def _tree(source: str | bytes) -> Any:  # Python's own parser; importing ast costs milliseconds
+def _tree(source: "str | bytes") -> "Any":  # Python's own parser; importing ast costs milliseconds
     return compile(source, "<caboose>", "exec", PyCF_ONLY_AST)
 
 
@@ -137,7 +135,7 @@ def _parse(data: bytes, path: str) -> tuple[bytes, int, dict[str, tuple[str, str
     return data[:start] + data[end:], tail, records
 
 
-def _dotted(node: Any) -> str:
+def _dotted(node: "Any") -> str:
     name = getattr(node, "id", "?")
     return f"{_dotted(node.value)}.{node.attr}" if type(node).__name__ == "Attribute" else name
 
@@ -149,8 +147,8 @@ class _Script:
     def __init__(self, path: str) -> None:
         self.path, self.mutex, self.fd, self.pid, self.appended = path, RLock(), -1, -1, 0
         self.records: dict[str, tuple[str, str]] = {}  # key -> ("file:line", "KEY = VALUE")
-        self.values: dict[str, list[Any]] = {}  # key -> [value, its text as last written]
-        self.sites: dict[str, tuple[Any, ...]] = {}  # derived key -> where its Value was made
+        self.values: "dict[str, list[Any]]" = {}  # key -> [value, its text as last written]
+        self.sites: "dict[str, tuple[Any, ...]]" = {}  # derived key -> where its Value was made
         with open(path, "rb") as file:
             self.load(file.fileno())
 
@@ -165,33 +163,35 @@ class _Script:
             if self.records[key][1] != old.get(key, ("", ""))[1]:
                 self.values[key] = self.pair(None, key)
 
-    def pair(self, value: Any, key: str = "") -> list[Any]:
+    def pair(self, value: "Any", key: "str | None" = None) -> "list[Any]":
         """[value, its text]: key's stored value if the block holds one, else value."""
-        where, text = self.records.get(key, (self.path, ""))
+        where, text = self.records[key] if key in self.records else (self.path, "")
         try:
             value = _evaluate(_tree(text).body[0].value) if text else value
             return [value, _source(value)]
         except Exception as error:
             raise CabooseError(where, f"cannot {'read' if text else 'store'}: {error!r}") from None
 
-    def lock(self) -> None:
+    def lock(self, tries: int = 200) -> None:
         """Hold flock on the file that has the script's name and code; read it if it changed."""
-        for _ in range(1000):
-            if self.fd < 0 or self.pid != os.getpid():  # a forked child opens a file of its own
-                self.fd, self.ino, self.pid = -1, -1, os.getpid()  # and one opened afresh is
-                self.fd = os.open(self.path, os.O_RDWR)  # read afresh: inodes are reused
-            flock(self.fd, LOCK_EX)
-            stat = os.fstat(self.fd)
-            if stat.st_nlink and stat.st_size:
-                if stat.st_ino != self.ino or stat.st_size != self.size:
-                    self.load(self.fd)
-                return
-            os.close(self.fd)  # renamed over, or emptied by an editor that rewrites it
+        if self.fd < 0 or self.pid != os.getpid():  # a forked child opens a file of its own,
+            self.fd, self.ino, self.pid = -1, -1, os.getpid()  # and one opened afresh is read
+            self.fd = os.open(self.path, os.O_RDWR)  # afresh: inode numbers are reused
+        flock(self.fd, LOCK_EX)
+        stat = os.fstat(self.fd)
+        if not stat.st_nlink or not stat.st_size:  # renamed over, or emptied by an editor
+            os.close(self.fd)
             self.fd = -1
-            time.sleep(0.001)
-        raise CabooseError(self.path, "the script stays empty; nothing was written")
+            if not tries:
+                raise CabooseError(self.path, "the script stays empty; nothing was written")
+            time.sleep(0.005)
+            return self.lock(tries - 1)
+        if stat.st_ino != self.ino or stat.st_size != self.size:
+            self.load(self.fd)
 
-    def write(self, key: str | None, change: Callable[[Any], Any] | None, new: Any = None) -> Any:
+    def write(
+        self, key: "str | None", change: "Callable[[Any], Any] | None", new: "Any" = None
+    ) -> "Any":
         """Under the lock, store change(latest value), or new, as key's value; no key: compact."""
         with self.mutex:
             try:
@@ -200,13 +200,12 @@ class _Script:
                     return self.compact({})
                 value = change(self.values[key][0]) if change else new
                 text = self.pair(value)[1]
-                pending = {key: ("", f"{key} = {text}")}
+                self.values[key], pending = [value, text], {key: ("", f"{key} = {text}")}
                 if self.tail < 0:  # no block at the very end to append to: rewrite the file
                     self.compact(pending)
                 else:  # (a failed append has the file read again at the next write)
                     self.records.update(pending)
                     self.append(pending[key][1])
-                self.values[key] = [value, text]
                 return value
             except OSError as error:
                 raise CabooseError(self.path, f"cannot write: {error}") from None
@@ -217,8 +216,8 @@ class _Script:
     def append(self, record: str) -> None:
         """Turn "# ///" into "# ###" in place, then add the record and a new "# ///": a reader
         that read up to the old end and on, as Python reads a script, sees only comments."""
-        at, end = self.tail, f"{CLOSE}{self.nl}".encode()
-        data = f"# ###{self.nl}# {record}{self.nl}".encode() + end
+        at, nl = self.tail, self.nl
+        data = f"# ###{nl}# {record}{nl}{CLOSE}{nl}".encode()
         try:
             if os.pwrite(self.fd, data, at) < len(data):
                 raise OSError(28, "No space left on device")
@@ -226,11 +225,12 @@ class _Script:
                 os.fsync(self.fd)
         except OSError:  # put the old end back, and read the file again before the next write
             self.ino = -1
-            os.pwrite(self.fd, end, at)
-            os.ftruncate(self.fd, at + len(end))
+            os.pwrite(self.fd, f"{CLOSE}{nl}".encode(), at)
+            os.ftruncate(self.fd, at + len(CLOSE) + len(nl))
             raise
-        self.tail, self.size = at + len(data) - len(end), at + len(data)
-        self.appended, self.dead = self.appended + len(data), self.dead + len(data)
+        self.size = at + len(data)
+        self.tail, self.dead = self.size - len(CLOSE) - len(nl), self.dead + len(data)
+        self.appended += len(data)
         if self.dead > COMPACT_AFTER and self.dead > self.size // 2:
             try:
                 self.compact({})
@@ -271,7 +271,7 @@ _scripts: dict[str, _Script] = {}
 _loading, _bytecode = RLock(), {}  # id(code) -> (code, its bytes): see _target
 
 
-def _target(code: Any, offset: int) -> str:
+def _target(code: "Any", offset: int) -> str:
     """The name that the bytecode after the call at offset stores the new Value in, or "?"."""
     if _bytecode.get(id(code), (None,))[0] is not code:  # hashing a code object costs its size
         _bytecode[id(code)] = (code, code.co_code)  # and co_code is a new copy each time on 3.11+
@@ -301,7 +301,7 @@ class Value:
 
     __class_getitem__ = classmethod(lambda cls, item: cls)  # Value[int] in annotations
 
-    def __init__(self, default: Any, key: str | None = None) -> None:
+    def __init__(self, default: "Any", key: "str | None" = None) -> None:
         frame = sys._getframe(1)
         code, offset, path = frame.f_code, frame.f_lasti, frame.f_code.co_filename
         with _loading:  # (a frame's line costs time on 3.11+: it is read only for errors)
@@ -312,13 +312,12 @@ class Value:
                 except OSError as error:
                     raise CabooseError(path, f"a Value needs a source file: {error}") from None
             self._script, place = _scripts[path], (code.co_name, code.co_firstlineno, offset)
-            self.key, derived = _target(code, offset) if key is None else key, key is None
-            key = self.key
-            try:  # a key is what the block's own parser reads as one: a dotted name
-                named = key.isascii() and _dotted(_tree(f"{key} = 0").body[0].targets[0]) == key
+            derived, key = key is None, _target(code, offset) if key is None else key
+            try:  # a dotted name, as the block's parser reads one (a derived key is one)
+                named = derived or _dotted(_tree(f"{key} = 0").body[0].targets[0]) == key
             except Exception:
                 named = False
-            if not named:
+            if not named or not key.isascii() or key == "?":
                 raise CabooseError(f"{path}:{frame.f_lineno}", f"no key {key!r}: pass key='name'")
             site = (
                 self._script.sites.setdefault(key, (place, code, offset)) if derived else [place]
@@ -331,17 +330,18 @@ class Value:
                 raise CabooseError(f"{path}:{frame.f_lineno}", what)
             if key not in self._script.values:
                 self._script.values[key] = self._script.pair(default, key)
+            self.key = key
 
     @property
-    def value(self) -> Any:
+    def value(self) -> "Any":
         """The current value; assigning to it writes it to the file at once."""
         return self._script.values[self.key][0]  # type: ignore[no-any-return]
 
     @value.setter
-    def value(self, new: Any) -> None:
+    def value(self, new: "Any") -> None:
         self._script.write(self.key, None, new)
 
-    def __call__(self, *new: Any) -> Any:
+    def __call__(self, *new: "Any") -> "Any":
         """a() returns the value; a(7) stores 7 and returns it."""
         return self._script.write(self.key, None, new[0]) if new else self.value
 
@@ -349,11 +349,11 @@ class Value:
         """Write the value after changing it in place: a.value.append(1); a.save()."""
         self._script.write(self.key, None, self.value)
 
-    def update(self, change: Callable[[Any], Any]) -> Any:
+    def update(self, change: "Callable[[Any], Any]") -> "Any":
         """Store change(latest stored value) under the lock, across processes; return it."""
         return self._script.write(self.key, change)  # type: ignore[no-any-return]
 
-    def _assign(self, new: Any) -> Value:
+    def _assign(self, new: "Any") -> "Value":
         self.value = new
         return self
 
