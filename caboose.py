@@ -49,8 +49,8 @@ class CabooseError(Exception):
 _PLAIN = {int, float, complex, str, bytes, bool, type(None)}
 _OPS = {"USub": _operator.neg, "UAdd": _operator.pos, "Add": _operator.add, "Sub": _operator.sub}
 _NAMES = {"nan": float("nan"), "inf": float("inf"), "nanj": complex("nanj"), "infj": 1e999j}
-_CALLS = {"set": set, "pickle": lambda s: _load("pickle").loads(_load("binascii").a2b_base64(s))}
 _load = __import__  # pickle and binascii are imported only when a value needs them
+_CALLS = {"set": set, "pickle": lambda s: _load("pickle").loads(_load("binascii").a2b_base64(s))}
 _EVALUATE = {
     "Constant": lambda node: node.value,
     "List": lambda node: list(map(_evaluate, node.elts)),
@@ -145,7 +145,7 @@ class _Script:
     """One script file: its block as last read, the values in use, and the lock on it."""
 
     def __init__(self, path: str) -> None:
-        self.path, self.mutex, self.fd, self.pid, self.appended = path, RLock(), -1, -1, 0
+        self.path, self.mutex, self.fd, self.appended = path, RLock(), -1, 0
         self.records: dict[str, tuple[str, str]] = {}  # key -> ("file:line", "KEY = VALUE")
         self.values: "dict[str, list[Any]]" = {}  # key -> [value, its text as last written]
         self.sites: "dict[str, tuple[Any, ...]]" = {}  # derived key -> where its Value was made
@@ -174,9 +174,8 @@ class _Script:
 
     def lock(self, tries: int = 200) -> None:
         """Hold flock on the file that has the script's name and code; read it if it changed."""
-        if self.fd < 0 or self.pid != os.getpid():  # a forked child opens a file of its own,
-            self.fd, self.ino, self.pid = -1, -1, os.getpid()  # and one opened afresh is read
-            self.fd = os.open(self.path, os.O_RDWR)  # afresh: inode numbers are reused
+        if self.fd < 0:  # a file opened afresh is read afresh: inode numbers are reused
+            self.fd, self.ino = os.open(self.path, os.O_RDWR), -1
         flock(self.fd, LOCK_EX)
         stat = os.fstat(self.fd)
         if not stat.st_nlink or not stat.st_size:  # renamed over, or emptied by an editor
@@ -200,12 +199,12 @@ class _Script:
                     return self.compact({})
                 value = change(self.values[key][0]) if change else new
                 text = self.pair(value)[1]
-                self.values[key], pending = [value, text], {key: ("", f"{key} = {text}")}
+                record = f"{key} = {text}"
                 if self.tail < 0:  # no block at the very end to append to: rewrite the file
-                    self.compact(pending)
-                else:  # (a failed append has the file read again at the next write)
-                    self.records.update(pending)
-                    self.append(pending[key][1])
+                    self.compact({key: ("", record)})
+                else:
+                    self.append(key, record)
+                self.values[key] = [value, text]
                 return value
             except OSError as error:
                 raise CabooseError(self.path, f"cannot write: {error}") from None
@@ -213,10 +212,10 @@ class _Script:
                 if self.fd >= 0:
                     flock(self.fd, LOCK_UN)
 
-    def append(self, record: str) -> None:
+    def append(self, key: str, record: str) -> None:
         """Turn "# ///" into "# ###" in place, then add the record and a new "# ///": a reader
         that read up to the old end and on, as Python reads a script, sees only comments."""
-        at, nl = self.tail, self.nl
+        at, nl, self.records[key] = self.tail, self.nl, ("", record)  # (read again if it fails)
         data = f"# ###{nl}# {record}{nl}{CLOSE}{nl}".encode()
         try:
             if os.pwrite(self.fd, data, at) < len(data):
@@ -288,6 +287,15 @@ def _target(code: "Any", offset: int) -> str:
         elif op not in ("CACHE", "DUP_TOP", "COPY") or parts:  # inline caches (3.11+), and
             return "?"  # the copy made for a = b = Value(0)
     return "?"
+
+
+def _after_fork() -> None:  # a forked child shares its parent's open file, and so its flock
+    for script in _scripts.values():
+        script.fd, script.mutex = -1, RLock()
+
+
+if hasattr(os, "register_at_fork"):  # (not on Windows)
+    os.register_at_fork(after_in_child=_after_fork)
 
 
 # -- Value -----------------------------------------------------------------------------------
