@@ -172,21 +172,21 @@ class _Script:
         except Exception as error:
             raise CabooseError(where, f"cannot {'read' if text else 'store'}: {error!r}") from None
 
-    def lock(self, tries: int = 200) -> None:
+    def lock(self) -> None:
         """Hold flock on the file that has the script's name and code; read it if it changed."""
-        if self.fd < 0:  # a file opened afresh is read afresh: inode numbers are reused
-            self.fd, self.ino = os.open(self.path, os.O_RDWR), -1
-        flock(self.fd, LOCK_EX)
-        stat = os.fstat(self.fd)
-        if not stat.st_nlink or not stat.st_size:  # renamed over, or emptied by an editor
-            os.close(self.fd)
+        for _ in range(200):
+            if self.fd < 0:  # a file opened afresh is read afresh: inode numbers are reused
+                self.fd, self.ino = os.open(self.path, os.O_RDWR), -1
+            flock(self.fd, LOCK_EX)
+            stat = os.fstat(self.fd)
+            if stat.st_nlink and stat.st_size:
+                if stat.st_ino != self.ino or stat.st_size != self.size:
+                    self.load(self.fd)
+                return
+            os.close(self.fd)  # renamed over, or emptied by an editor that rewrites it
             self.fd = -1
-            if not tries:
-                raise CabooseError(self.path, "the script stays empty; nothing was written")
             time.sleep(0.005)
-            return self.lock(tries - 1)
-        if stat.st_ino != self.ino or stat.st_size != self.size:
-            self.load(self.fd)
+        raise CabooseError(self.path, "the script stays empty; nothing was written")
 
     def write(
         self, key: "str | None", change: "Callable[[Any], Any] | None", new: "Any" = None
