@@ -255,6 +255,8 @@ class _Script:
                 if (stat.st_uid, stat.st_gid) != (mine.st_uid, mine.st_gid):
                     os.chown(temp, stat.st_uid, stat.st_gid)  # where the process may
                 os.fsync(file.fileno())  # on disk before its name replaces the script
+            if os.stat(self.path).st_ino != stat.st_ino:  # an editor saved by rename meanwhile
+                raise InterruptedError("the script was replaced during compaction: try again")
             os.replace(temp, self.path)
         except BaseException:  # the script is as it was: read it again at the next write
             self.ino = -1

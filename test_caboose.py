@@ -1419,6 +1419,32 @@ for step in range(steps):
 """
 
 
+# The first write compacts; once its temporary file is synced, an editor renames a save
+# of new code over the script.  The compaction must not put the old code back.
+RENAMED_DURING_COMPACTION = """\
+import os
+from caboose import Value
+
+VERSION = "old"
+real_fsync, path = os.fsync, os.path.abspath(__file__)
+
+
+def editor_saves(fd):
+    real_fsync(fd)
+    os.fsync = real_fsync
+    with open(path, "rb") as file:
+        data = file.read()
+    with open(path + ".new", "wb") as file:
+        file.write(data.replace(b'VERSION = "old"\\n', b'VERSION = "new"\\n', 1))
+    os.replace(path + ".new", path)
+
+
+os.fsync = editor_saves
+count = Value(0)
+count.value = 1
+"""
+
+
 @POSIX_ONLY
 class EditorSaveTests(ReliabilityCase):
     """The code an editor saves survives, and so does every value written after."""
@@ -1509,6 +1535,16 @@ class EditorSaveTests(ReliabilityCase):
         new_code = EDITED.replace('VERSION = "old"', 'VERSION = "NEW"').encode()
         last = self.edit_while_writing(self.save_in_place, new_code, 400, 200, 200)
         self.assertSurvived(new_code, last)
+
+    def test_rename_save_during_a_compaction_keeps_the_new_code(self):
+        self.write("job.py", RENAMED_DURING_COMPACTION)
+        result = self.run_script("job.py", check=False)
+        FIGURES["editor saves"] += 1
+        self.assertNotEqual(result.returncode, 0)  # that write failed, and said so
+        self.assertIn("caboose: ", result.stderr)
+        new_code = RENAMED_DURING_COMPACTION.replace('"old"\n', '"new"\n', 1).encode()
+        self.assertEqual(self.read("job.py"), new_code)
+        self.assertEqual(self.temp_files(), [])
 
     def test_rename_save_of_same_length_between_writes_keeps_new_code(self):
         new_code = EDITED.replace('VERSION = "old"', 'VERSION = "NEW"').encode()
