@@ -147,8 +147,8 @@ class _Script:
     def __init__(self, path: str) -> None:
         self.path, self.mutex, self.fd, self.appended = path, RLock(), -1, 0
         self.records: dict[str, tuple[str, str]] = {}  # key -> ("file:line", "KEY = VALUE")
-        self.values: "dict[str, list[Any]]" = {}  # key -> [value, its text as last written]
-        self.sites: "dict[str, tuple[Any, ...]]" = {}  # derived key -> where its Value was made
+        self.values: dict[str, list[Any]] = {}  # key -> [value, its text as last written]
+        self.sites: dict[str, tuple[Any, ...]] = {}  # derived key -> where its Value was made
         with open(path, "rb") as file:
             self.load(file.fileno())
 
@@ -165,7 +165,7 @@ class _Script:
 
     def pair(self, value: "Any", key: "str | None" = None) -> "list[Any]":
         """[value, its text]: key's stored value if the block holds one, else value."""
-        where, text = self.records[key] if key in self.records else (self.path, "")
+        where, text = self.records.get(key or "", (self.path, ""))
         try:
             value = _evaluate(_tree(text).body[0].value) if text else value
             return [value, _source(value)]
