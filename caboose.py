@@ -100,11 +100,7 @@ def _parse(data: bytes, path: str) -> tuple[bytes, int, dict[str, tuple[str, str
         count = next((n for n, line in enumerate(lines) if line[:1] != b"#"), len(lines))
         closed = next((n for n in range(1, count) if lines[n].rstrip() == CLOSE.encode()), 0)
         end = start + sum(map(len, lines[: closed + 1 if closed else count]))
-        quoted = (
-            b"'''" in data[start:end]
-            or b'"""' in data[start:end]
-            or b"\\\n" in data[start - 2 : start]
-        )
+        quoted = any(q in data[max(start - 2, 0) : end] for q in (b"'''", b'"""', b"\\\n"))
         if data[start - 1 : start] in (b"", b"\n", b"\r") and lines[0].rstrip() == mark:
             try:  # comments that end the file cannot be in a string: else the code must compile
                 if closed and end == len(data) and not quoted or _tree(data[:start]):
@@ -321,7 +317,7 @@ class Value:
                     _scripts[path] = _scripts.get(real) or _scripts.setdefault(real, _Script(real))
                 except OSError as error:
                     raise CabooseError(path, f"a Value needs a source file: {error}") from None
-            self._script, place = _scripts[path], (code.co_name, code.co_firstlineno, offset)
+            script, place = _scripts[path], (code.co_name, code.co_firstlineno, offset)
             derived, key = key is None, _target(code, offset) if key is None else key
             try:  # a dotted name, as the block's parser reads one (a derived key is one)
                 named = derived or _dotted(_tree(f"{key} = 0").body[0].targets[0]) == key
@@ -329,18 +325,16 @@ class Value:
                 named = False
             if not named or not key.isascii() or key == "?":
                 raise CabooseError(f"{path}:{frame.f_lineno}", f"no key {key!r}: pass key='name'")
-            site = (
-                self._script.sites.setdefault(key, (place, code, offset)) if derived else [place]
-            )
+            site = script.sites.setdefault(key, (place, code, offset)) if derived else [place]
             if site[0] != place:  # another call site derived the same key
                 from dis import findlinestarts  # costs milliseconds: only for this error
 
                 line = [n for at, n in findlinestarts(site[1]) if at <= site[2] and n][-1]
                 what = f"{key!r} is also the key of the Value on line {line}; pass key='...'"
                 raise CabooseError(f"{path}:{frame.f_lineno}", what)
-            if key not in self._script.values:
-                self._script.values[key] = self._script.pair(default, key)
-            self.key = key
+            if key not in script.values:
+                script.values[key] = script.pair(default, key)
+            self._script, self.key = script, key
 
     @property
     def value(self) -> "Any":
