@@ -387,10 +387,8 @@ def _finish() -> None:  # at exit: store the values changed in place, then compa
 
 
 # -- command line and self-test --------------------------------------------------------------
-PROBE = (
-    "import sys\nfrom caboose import Value\ncount = Value(0)\nfor _ in range(int(sys.argv[1])):"
-)
-PROBE += "\n    print(count.update(lambda n: n + 1), flush=True)\n"
+PROBE = "import sys\nfrom caboose import Value\ncount = Value(0)\n"
+PROBE += "for _ in range(int(sys.argv[1])):\n    print(count.update(lambda n: n + 1))\n"
 
 
 def main(argv: list[str]) -> int:
@@ -423,7 +421,7 @@ def _selftest() -> int:
         shutil.copy(__file__, folder)
         with open(os.path.join(folder, "probe.py"), "w") as file:
             file.write(PROBE)
-        probe = [sys.executable, "probe.py"]
+        probe = [sys.executable, "-u", "probe.py"]  # (unbuffered: its lines come at once)
         plain = run(1) + run(1) + run(1)
         killed = subprocess.Popen(probe + ["999999"], cwd=folder, stdout=-1)
         started = killed.stdout.readline() if killed.stdout else b""  # it writes: kill it now
