@@ -170,7 +170,8 @@ class _Script:
 
     def lock(self) -> None:
         """Hold flock on the file that has the script's name and code; read it if it changed."""
-        for _ in range(200):
+        tries = 0
+        while True:
             if self.fd < 0:  # a file opened afresh is read afresh: inode numbers are reused
                 self.fd, self.ino = os.open(self.path, os.O_RDWR), -1
             flock(self.fd, LOCK_EX)
@@ -180,9 +181,10 @@ class _Script:
                     self.load(self.fd)
                 return
             os.close(self.fd)  # renamed over, or emptied by an editor that rewrites it
-            self.fd = -1
+            self.fd, tries = -1, tries + 1
+            if tries > 200:
+                raise CabooseError(self.path, "the script stays empty; nothing was written")
             time.sleep(0.005)
-        raise CabooseError(self.path, "the script stays empty; nothing was written")
 
     def write(
         self, key: "str | None", change: "Callable[[Any], Any] | None", new: "Any" = None
@@ -194,7 +196,9 @@ class _Script:
                 if key is None:
                     return self.compact({})
                 value = change(self.values[key][0]) if change else new
-                text = self.pair(value)[1]
+                kind = type(value)  # (the first case of _source, repeated here for speed)
+                plain = kind in _PLAIN and (kind is not int or value.bit_length() < 10_000)
+                text = ascii(value) if plain else self.pair(value)[1]
                 record = f"{key} = {text}"
                 if self.tail < 0:  # no block at the very end to append to: rewrite the file
                     self.compact({key: ("", record)})
