@@ -280,6 +280,10 @@ def _target(code: "Any", offset: int) -> str:
     for at in range(offset + 2, len(raw), 2):
         op, arg, extend = opname[raw[at]], raw[at + 1] | extend, 0
         names = code.co_varnames if "FAST" in op else code.co_names
+        if op == "STORE_DEREF" and not parts:  # a variable that an inner function uses
+            if hasattr(code, "_varname_from_oparg"):  # (3.11+: cells share the locals' slots)
+                return str(code._varname_from_oparg(arg))
+            return str((code.co_cellvars + code.co_freevars)[arg])
         if op == "EXTENDED_ARG":
             extend = arg << 8
         elif op in ("LOAD_NAME", "LOAD_FAST", "LOAD_ATTR"):  # then STORE_ATTR: self.hits

@@ -211,6 +211,44 @@ class Keys(ScriptCase):
         for line in [b"# count = 1\n", b"# a = 2\n", b"# self.hits = 3\n", b"# local = 1\n"]:
             self.assertIn(line, block)
 
+    def test_variable_of_a_closure_gives_its_key(self):
+        self.write(
+            "s.py",
+            """\
+            from caboose import Value
+
+            def main():
+                count = Value(0)
+
+                def bump():
+                    count.value += 1
+
+                bump()
+                print(count.value)
+
+            main()
+            """,
+        )
+        self.assertEqual(self.output("s.py"), ["1"])
+        self.assertEqual(self.output("s.py"), ["2"])
+        self.assertIn(b"# count = 2", self.read("s.py"))
+
+    def test_class_attribute_gives_its_key(self):
+        self.write(
+            "s.py",
+            """\
+            from caboose import Value
+
+            class Config:
+                retries = Value(3)
+
+            Config.retries.value += 1
+            print(Config.retries.value)
+            """,
+        )
+        self.assertEqual(self.output("s.py"), ["4"])
+        self.assertIn(b"# retries = 4", self.read("s.py"))
+
     def test_explicit_key(self):
         self.write(
             "s.py",
