@@ -28,8 +28,19 @@ from opcode import opname
 
 try:  # POSIX; where there is no flock (Windows), only a process's own threads are kept apart
     from fcntl import LOCK_EX, LOCK_UN, flock
+    from os import pread, pwrite
 except ImportError:
     LOCK_EX, LOCK_UN, flock = 0, 0, lambda fd, operation: None
+
+    def pread(fd: int, size: int, at: int) -> bytes:
+        os.lseek(fd, at, os.SEEK_SET)
+        return os.read(fd, size)
+
+    def pwrite(fd: int, data: bytes, at: int) -> int:
+        os.lseek(fd, at, os.SEEK_SET)
+        return os.write(fd, data)
+
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any, Callable
@@ -150,7 +161,7 @@ class _Script:
 
     def load(self, fd: int) -> None:
         stat, old = os.fstat(fd), self.records
-        data, self.ino = os.pread(fd, stat.st_size, 0), stat.st_ino
+        data, self.ino = pread(fd, stat.st_size, 0), stat.st_ino
         self.code, self.tail, self.records = _parse(data, self.path)
         self.nl = "\r\n" if b"\r\n" in data[: data.find(b"\n") + 1] else "\n"  # the file's own
         live = sum(len(text) + 3 for _, text in self.records.values())
@@ -218,13 +229,13 @@ class _Script:
         at, nl, self.records[key] = self.tail, self.nl, ("", record)  # (read again if it fails)
         data = f"# ###{nl}# {record}{nl}{CLOSE}{nl}".encode()
         try:
-            if os.pwrite(self.fd, data, at) < len(data):
+            if pwrite(self.fd, data, at) < len(data):
                 raise OSError(28, "No space left on device")
             if SYNC:
                 os.fsync(self.fd)
         except OSError:  # put the old end back, and read the file again before the next write
             self.ino = -1
-            os.pwrite(self.fd, f"{CLOSE}{nl}".encode(), at)
+            pwrite(self.fd, f"{CLOSE}{nl}".encode(), at)
             os.ftruncate(self.fd, at + len(CLOSE) + len(nl))
             raise
         self.size = at + len(data)
@@ -237,7 +248,7 @@ class _Script:
                 pass  # a folder that takes no temporary file, say: the block is whole as it is
 
     def compact(self, pending: dict[str, tuple[str, str]]) -> None:
-        if self.tail < 0 or os.pread(self.fd, len(self.code), 0) != self.code:
+        if self.tail < 0 or pread(self.fd, len(self.code), 0) != self.code:
             self.load(self.fd)  # the code as it is now: an editor may have saved it in place
         self.records.update(pending)
         nl, (folder, name) = self.nl, os.path.split(self.path)

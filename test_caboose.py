@@ -579,6 +579,27 @@ class TheApi(ScriptCase):
         )
         self.assertEqual(self.output("s.py") + self.output("s.py"), ["10", "100"])
 
+    def test_without_fcntl_pread_and_pwrite_one_process_still_works(self):
+        # as on Windows: caboose imports, and keeps the values of one process
+        self.write(
+            "s.py",
+            """\
+            import os
+            import sys
+
+            sys.modules["fcntl"] = None  # so that importing it fails
+            del os.pread, os.pwrite
+            from caboose import Value
+
+            n = Value(0)
+            n.value += 1
+            n.update(lambda v: v + 1)
+            print(n.value)
+            """,
+        )
+        self.assertEqual(self.output("s.py"), ["2"])
+        self.assertEqual(self.output("s.py"), ["4"])
+
     def test_generic_alias_works_at_run_time(self):
         self.write(
             "s.py",
