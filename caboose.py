@@ -250,7 +250,7 @@ class _Script:
     def compact(self, pending: dict[str, tuple[str, str]]) -> None:
         if self.tail < 0 or pread(self.fd, len(self.code), 0) != self.code:
             self.load(self.fd)  # the code as it is now: an editor may have saved it in place
-        if not self.size:  # emptied by an editor that rewrites the file in place: wait for it
+        if not self.size:  # emptied by an editor that rewrites it in place: write nothing now
             raise CabooseError(self.path, "the script is empty; nothing was written")
         self.records.update(pending)
         nl, (folder, name) = self.nl, os.path.split(self.path)
