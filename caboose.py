@@ -5,8 +5,8 @@
     runs.value += 1      # the script now ends "# /// caboose", "# runs = 1", "# ///"
 
 Format: the block runs from the last line "# /// caboose" to the next line "# ///"; each line
-between is "# " and ASCII Python, KEY = VALUE, KEY dotted (the last one wins), VALUE a literal
-(nan and inf too) or pickle('BASE64'), read by a small evaluator, never by eval.
+between is ASCII, "# KEY = VALUE" (or a comment: "# # note", "# ###"), KEY dotted (the last one
+wins), VALUE on one line, a literal (nan and inf too) or pickle('BASE64'), never run by eval.
 Guarantees: the code above the block is never rewritten.  An update is one write under flock
 that turns "# ///" into the comment "# ###" and adds "# KEY = VALUE" and a new "# ///", so a
 process killed at any instant, or a reader, sees a script that compiles, each value old or new
@@ -22,8 +22,8 @@ import atexit
 import os
 import sys
 import time
-from _ast import PyCF_ONLY_AST
 from _thread import RLock
+from keyword import iskeyword
 from opcode import opname
 
 try:  # POSIX; where there is no flock (Windows), only a process's own threads are kept apart
@@ -47,6 +47,7 @@ if TYPE_CHECKING:
 SYNC = os.environ.get("CABOOSE_SYNC", "") not in ("", "0")
 MARK, CLOSE, COMPACT_AFTER = "# /// caboose", "# ///", 1 << 18
 _UNPARSABLE = (SyntaxError, ValueError, MemoryError, RecursionError)  # from compile()
+_UNSET, PyCF_ONLY_AST = object(), 1024  # (importing _ast builds every syntax tree type)
 
 
 class CabooseError(Exception):
@@ -62,6 +63,8 @@ _OPS = {"USub": _operator.neg, "UAdd": _operator.pos, "Add": _operator.add, "Sub
 _NAMES = {"nan": float("nan"), "inf": float("inf"), "nanj": complex("nanj"), "infj": 1e999j}
 _load = __import__  # pickle and binascii are imported only when a value needs them
 _CALLS = {"set": set, "pickle": lambda s: _load("pickle").loads(_load("binascii").a2b_base64(s))}
+_WORDS = {"None": None, "True": True, "False": False}
+_READERS = (int, float, lambda text: text[1:-1].encode().decode("unicode_escape"))
 _EVALUATE = {
     "Constant": lambda node: node.value,
     "List": lambda node: list(map(_evaluate, node.elts)),
@@ -95,8 +98,27 @@ def _source(value: "Any") -> str:  # a set's items are sorted, so that a set alw
     return f"[{inner}]" if kind is list else f"({inner})"
 
 
-def _tree(source: "str | bytes") -> "Any":  # Python's own parser; importing ast costs milliseconds
-    return compile(source, "<caboose>", "exec", PyCF_ONLY_AST)
+def _tree(source: "str | bytes", mode: str) -> "Any":  # Python's parser, without importing ast
+    return compile(source, "<caboose>", mode, PyCF_ONLY_AST)
+
+
+def _constant(text: str) -> "Any":
+    """The int, float, str, None, True or False that text is, as ascii() writes it, or _UNSET.
+    Read without compile(), whose first call costs a millisecond: it builds the tree types."""
+    if text in _WORDS:
+        return _WORDS[text]
+    for read in _READERS:
+        try:
+            value = read(text)
+        except ValueError:  # (a UnicodeDecodeError is one)
+            continue
+        if ascii(value) == text:
+            return value
+    return _UNSET
+
+
+def _is_key(key: str) -> bool:  # a dotted name, ASCII: "hits", "self.hits"
+    return key.isascii() and all(n.isidentifier() and not iskeyword(n) for n in key.split("."))
 
 
 # -- trailer parser --------------------------------------------------------------------------
@@ -114,37 +136,30 @@ def _parse(data: bytes, path: str) -> tuple[bytes, int, dict[str, tuple[str, str
         quoted = any(q in data[max(start - 2, 0) : end] for q in (b"'''", b'"""', b"\\\n"))
         if data[start - 1 : start] in (b"", b"\n", b"\r") and lines[0].rstrip() == mark:
             try:  # comments that end the file cannot be in a string: else the code must compile
-                if closed and end == len(data) and not quoted or _tree(data[:start]):
+                if closed and end == len(data) and not quoted or _tree(data[:start], "exec"):
                     break
             except _UNPARSABLE:
                 pass
-    first, body, records, last = data.count(b"\n", 0, start) + 1, [], {}, 0
-    for line in lines[1 : closed or count]:
-        if not line.isascii() or b"\0" in line or line[:2].rstrip(b"\r\n") not in (b"# ", b"#"):
-            raise CabooseError(f"{path}:{first + 1 + len(body)}", "not an ASCII '# ' block line")
-        body.append(line[2:].rstrip(b"\r\n").decode())
-    if body and not closed and not lines[count - 1].endswith((b"\n", b"\r")):
+    body, records = lines[1 : closed or count], {}
+    if body and not closed and not body[-1].endswith((b"\n", b"\r")):
         body.pop()  # the block is open, and its last line was cut short by a crash
-    try:
-        tree = _tree("\n".join(body))
-    except _UNPARSABLE as error:  # nested too deep has no line: blame the longest
-        longest = max(range(len(body)), key=lambda n: len(body[n]), default=0) + 1
-        where = f"{path}:{first + (getattr(error, 'lineno', 0) or longest)}"
-        raise CabooseError(where, getattr(error, "msg", repr(error))) from None
-    for stmt in tree.body:
-        targets, where = getattr(stmt, "targets", []), f"{path}:{first + stmt.lineno}"
-        key = _dotted(targets[0]) if len(targets) == 1 and stmt.lineno > last else "?"
-        if type(stmt).__name__ != "Assign" or "?" in key:
+    for number, line in enumerate(body, data.count(b"\n", 0, start) + 2):
+        where, text = f"{path}:{number}", line[2:].rstrip(b"\r\n").decode("latin-1")
+        if not line.isascii() or b"\0" in line or line[:2].rstrip(b"\r\n") not in (b"# ", b"#"):
+            raise CabooseError(where, "not an ASCII '# ' block line")
+        key, equals, value = (part.strip() for part in text.partition("="))
+        if text[:1] in ("", "#"):  # a blank line, a comment, or a "# ###" that was "# ///"
+            continue
+        if not equals or not _is_key(key):
             raise CabooseError(where, "expected KEY = VALUE, one to a line")
-        records[key] = (where, "\n".join(body[stmt.lineno - 1 : stmt.end_lineno]))
-        last = stmt.end_lineno
+        try:
+            if _constant(value) is _UNSET:  # the value is read when it is used, not here
+                _tree(value, "eval")
+        except _UNPARSABLE as error:
+            raise CabooseError(where, f"cannot read: {error!r}") from None
+        records[key] = (where, text)
     tail = end - len(lines[closed]) if closed and end == len(data) else -1
     return data[:start] + data[end:], tail, records
-
-
-def _dotted(node: "Any") -> str:
-    name = getattr(node, "id", "?")
-    return f"{_dotted(node.value)}.{node.attr}" if type(node).__name__ == "Attribute" else name
 
 
 # -- writer: append under the lock; compact through a renamed temporary file -----------------
@@ -174,7 +189,10 @@ class _Script:
         """[value, its text]: key's stored value if the block holds one, else value."""
         where, text = self.records.get(key or "", (self.path, ""))
         try:
-            value = _evaluate(_tree(text).body[0].value) if text else value
+            source = text.partition("=")[2].strip()
+            value = _constant(source) if text else value
+            if value is _UNSET:  # more than a constant as caboose writes it
+                value = _evaluate(_tree(source, "eval").body)
             return [value, _source(value)]
         except Exception as error:
             raise CabooseError(where, f"cannot {'read' if text else 'store'}: {error!r}") from None
@@ -201,27 +219,33 @@ class _Script:
         self, key: "str | None", change: "Callable[[Any], Any] | None", new: "Any" = None
     ) -> "Any":
         """Under the lock, store change(latest value), or new, as key's value; no key: compact."""
-        with self.mutex:
-            try:
+        self.mutex.acquire()
+        try:
+            fd = self.fd  # the usual case without a call: the file as this process left it
+            if fd >= 0:
+                flock(fd, LOCK_EX)
+                stat = os.fstat(fd)
+            if fd < 0 or stat.st_ino != self.ino or stat.st_size != self.size or not stat.st_nlink:
                 self.lock()
-                if key is None:
-                    return self.compact({})
-                value = change(self.values[key][0]) if change else new
-                kind = type(value)  # (the first case of _source, repeated here for speed)
-                plain = kind in _PLAIN and (kind is not int or value.bit_length() < 10_000)
-                text = ascii(value) if plain else self.pair(value)[1]
-                record = f"{key} = {text}"
-                if self.tail < 0:  # no block at the very end to append to: rewrite the file
-                    self.compact({key: ("", record)})
-                else:
-                    self.append(key, record)
-                self.values[key] = [value, text]
-                return value
-            except OSError as error:
-                raise CabooseError(self.path, f"cannot write: {error}") from None
-            finally:
-                if self.fd >= 0:
-                    flock(self.fd, LOCK_UN)
+            if key is None:
+                return self.compact({})
+            value = change(self.values[key][0]) if change else new
+            kind = type(value)  # (the first case of _source, repeated here for speed)
+            plain = kind in _PLAIN and (kind is not int or value.bit_length() < 10_000)
+            text = ascii(value) if plain else self.pair(value)[1]
+            record = f"{key} = {text}"
+            if self.tail < 0:  # no block at the very end to append to: rewrite the file
+                self.compact({key: ("", record)})
+            else:
+                self.append(key, record)
+            self.values[key] = [value, text]
+            return value
+        except OSError as error:
+            raise CabooseError(self.path, f"cannot write: {error}") from None
+        finally:
+            if self.fd >= 0:
+                flock(self.fd, LOCK_UN)
+            self.mutex.release()
 
     def append(self, key: str, record: str) -> None:
         """Turn "# ///" into "# ###" in place, then add the record and a new "# ///": a reader
@@ -238,10 +262,11 @@ class _Script:
             pwrite(self.fd, f"{CLOSE}{nl}".encode(), at)
             os.ftruncate(self.fd, at + len(CLOSE) + len(nl))
             raise
-        self.size = at + len(data)
-        self.tail, self.dead = self.size - len(CLOSE) - len(nl), self.dead + len(data)
-        self.appended += len(data)
-        if self.dead > COMPACT_AFTER and self.dead > self.size // 2:
+        size = self.size = at + len(data)
+        self.tail = size - len(CLOSE) - len(nl)
+        dead = self.dead = self.dead + len(data)
+        self.appended = True
+        if dead > COMPACT_AFTER and dead > size // 2:
             try:
                 self.compact({})
             except OSError:
@@ -255,7 +280,7 @@ class _Script:
         self.records.update(pending)
         nl, (folder, name) = self.nl, os.path.split(self.path)
         code = self.code + (nl.encode() if self.code[-1:] not in b"\r\n" else b"")
-        lines = [f"# {text}".replace("\n", nl + "# ") + nl for _, text in self.records.values()]
+        lines = [f"# {text}{nl}" for _, text in self.records.values()]
         temp = os.path.join(folder, f".{name}.caboose-tmp")
         try:
             if os.path.exists(temp):  # left by a compaction that was killed, perhaps read-only
@@ -340,11 +365,7 @@ class Value:
                     raise CabooseError(path, f"a Value needs a source file: {error}") from None
             script, place = _scripts[path], (code.co_name, code.co_firstlineno, offset)
             derived, key = key is None, _target(code, offset) if key is None else key
-            try:  # a dotted name, as the block's parser reads one (a derived key is one)
-                named = derived or _dotted(_tree(f"{key} = 0").body[0].targets[0]) == key
-            except Exception:
-                named = False
-            if not named or not key.isascii() or key == "?":
+            if not isinstance(key, str) or not _is_key(key):
                 raise CabooseError(f"{path}:{frame.f_lineno}", f"no key {key!r}: pass key='name'")
             site = script.sites.setdefault(key, (place, code, offset)) if derived else [place]
             if site[0] != place:  # another call site derived the same key

@@ -501,6 +501,55 @@ class TheTrailerFormat(ScriptCase):
         self.write("s.py", self.read("s.py").replace(b"# a = 1", b"# a = 41  # edited"))
         self.assertEqual(self.output("s.py"), ["41"])
 
+    def test_hand_edited_spellings_read_as_python_reads_them(self):
+        spellings = {
+            "0x10": 16,
+            "1_000": 1000,
+            "+5": 5,
+            "1e3": 1000.0,
+            '"it\'s"': "it's",
+            "'caf\\u00e9'": "caf\u00e9",
+            "'a' 'b'": "ab",
+            "-inf": float("-inf"),
+            "nan": float("nan"),
+            "[1,2]": [1, 2],
+            "7  # a comment": 7,
+        }
+        for text, expected in spellings.items():
+            with self.subTest(text=text):
+                block = f"# /// caboose\n# a = {text}\n# ///\n"
+                script = "from caboose import Value\na = Value(0)\nprint(repr(a.value))\n"
+                self.write("s.py", script + block)
+                self.assertEqual(self.run_script("s.py").stdout, repr(expected) + "\n")
+                self.assertTrue(self.read("s.py").endswith(block.encode()))
+
+    def test_constants_as_caboose_writes_them_are_read_without_compile(self):
+        values = ["12", "-3", "0.5", "inf", "'text'", '"it\'s"', "'\\n\\xe9'", "None", "True"]
+        block = "".join(f"# k{n} = {text}\n" for n, text in enumerate(values))
+        script = textwrap.dedent("""\
+            import builtins
+            from caboose import Value
+            calls, real = [], builtins.compile
+            builtins.compile = lambda *args, **kwargs: calls.append(args) or real(*args, **kwargs)
+            """)
+        names = [f"k{n}" for n in range(len(values))]
+        script += "".join(f"{name} = Value(0)\n" for name in names)
+        script += f"print(calls, [{', '.join(name + '.value' for name in names)}])\n"
+        self.write("s.py", script + "# /// caboose\n" + block + "# ///\n", dedent=False)
+        expected = [12, -3, 0.5, float("inf"), "text", "it's", "\n\xe9", None, True]
+        self.assertEqual(self.run_script("s.py").stdout, f"[] {expected!r}\n")
+
+    def test_a_value_spread_over_two_lines_names_its_first_line(self):
+        self.write("s.py", COUNTER + "# /// caboose\n# a = [1,\n#  2]\n# ///\n")
+        result = self.run_script("s.py", check=False)
+        self.assertRegex(result.stderr, r"CabooseError: caboose: .*s\.py:6: ")
+
+    def test_comment_lines_in_the_block_are_kept(self):
+        self.write("s.py", COUNTER + "# /// caboose\n# # a note\n# a = 4\n# ///\n")
+        self.assertEqual(self.output("s.py"), ["4"])
+        self.assertEqual(self.output("s.py"), ["5"])
+        self.assertIn(b"# a = 6\n", self.read("s.py"))
+
     def test_later_assignment_wins(self):
         self.write("s.py", COUNTER + "# /// caboose\n# a = 1\n# b = 0\n# a = 7\n# ///\n")
         self.assertEqual(self.output("s.py"), ["7"])
@@ -1667,6 +1716,8 @@ NOT_LITERALS = [
     "Decimal",
 ]
 NOT_KEYS = [
+    "if",
+    "a.class",
     "1a",
     "a-b",
     "a b",
