@@ -122,7 +122,7 @@ def _is_key(key: str) -> bool:  # a dotted name, ASCII: "hits", "self.hits"
 
 
 # -- trailer parser --------------------------------------------------------------------------
-def _parse(data: bytes, path: str) -> tuple[bytes, int, dict[str, tuple[str, str]]]:
+def _parse(data: bytes, path: str) -> tuple[bytes, int, dict[str, tuple[int, str]]]:
     """The real block: the code around it, the offset of its "# ///" or -1, and its records."""
     start, mark = len(data), MARK.encode()
     while True:  # the last mark that is not text inside a string literal
@@ -157,7 +157,7 @@ def _parse(data: bytes, path: str) -> tuple[bytes, int, dict[str, tuple[str, str
                 _tree(value, "eval")
         except _UNPARSABLE as error:
             raise CabooseError(where, f"cannot read: {error!r}") from None
-        records[key] = (where, text)
+        records[key] = (number, text)
     tail = end - len(lines[closed]) if closed and end == len(data) else -1
     return data[:start] + data[end:], tail, records
 
@@ -168,26 +168,28 @@ class _Script:
 
     def __init__(self, path: str) -> None:
         self.path, self.mutex, self.fd, self.appended = path, RLock(), -1, 0
-        self.records: dict[str, tuple[str, str]] = {}  # key -> ("file:line", "KEY = VALUE")
+        self.records: dict[str, tuple[int, str]] = {}  # key -> (its line, "KEY = VALUE")
         self.values: dict[str, list[Any]] = {}  # key -> [value, its text as last written]
         self.sites: dict[str, tuple[Any, ...]] = {}  # derived key -> where its Value was made
         with open(path, "rb") as file:
             self.load(file.fileno())
 
     def load(self, fd: int) -> None:
-        stat, old = os.fstat(fd), self.records
+        stat, old = os.fstat(fd), {key: self.records.get(key) for key in self.values}
+        self.records = {}  # (let go of the old records before the new ones are made)
         data, self.ino = pread(fd, stat.st_size, 0), stat.st_ino
         self.code, self.tail, self.records = _parse(data, self.path)
         self.nl = "\r\n" if b"\r\n" in data[: data.find(b"\n") + 1] else "\n"  # the file's own
         live = sum(len(text) + 3 for _, text in self.records.values())
         self.size, self.dead = len(data), len(data) - len(self.code) - live  # whoever wrote it
         for key in self.values.keys() & self.records.keys():  # values another writer changed
-            if self.records[key][1] != old.get(key, ("", ""))[1]:
+            if self.records[key][1] != (old[key] or (0, ""))[1]:
                 self.values[key] = self.pair(None, key)
 
     def pair(self, value: "Any", key: "str | None" = None) -> "list[Any]":
         """[value, its text]: key's stored value if the block holds one, else value."""
-        where, text = self.records.get(key or "", (self.path, ""))
+        number, text = self.records.get(key or "", (0, ""))
+        where = f"{self.path}:{number}" if number else self.path
         try:
             source = text.partition("=")[2].strip()
             value = _constant(source) if text else value
@@ -235,7 +237,7 @@ class _Script:
             text = ascii(value) if plain else self.pair(value)[1]
             record = f"{key} = {text}"
             if self.tail < 0:  # no block at the very end to append to: rewrite the file
-                self.compact({key: ("", record)})
+                self.compact({key: (0, record)})
             else:
                 self.append(key, record)
             self.values[key] = [value, text]
@@ -250,7 +252,7 @@ class _Script:
     def append(self, key: str, record: str) -> None:
         """Turn "# ///" into "# ###" in place, then add the record and a new "# ///": a reader
         that read up to the old end and on, as Python reads a script, sees only comments."""
-        at, nl, self.records[key] = self.tail, self.nl, ("", record)  # (read again if it fails)
+        at, nl, self.records[key] = self.tail, self.nl, (0, record)  # (read again if it fails)
         data = f"# ###{nl}# {record}{nl}{CLOSE}{nl}".encode()
         try:
             if pwrite(self.fd, data, at) < len(data):
@@ -272,7 +274,7 @@ class _Script:
             except OSError:
                 pass  # a folder that takes no temporary file, say: the block is whole as it is
 
-    def compact(self, pending: dict[str, tuple[str, str]]) -> None:
+    def compact(self, pending: dict[str, tuple[int, str]]) -> None:
         if self.tail < 0 or pread(self.fd, len(self.code), 0) != self.code:
             self.load(self.fd)  # the code as it is now: an editor may have saved it in place
         if not self.size:  # emptied by an editor that rewrites it in place: write nothing now

@@ -2382,6 +2382,25 @@ class BigAndManyTests(ReliabilityCase):
         self.assertEqual([self.output("job.py") for _ in range(2)], [["1"], ["2"]])
         self.assertIntactCode("job.py", code.encode())
 
+    def test_10000_keys_take_memory_in_proportion_to_the_file(self):
+        # about 200 bytes a key: the key, its record's text and line, and the dict's entry
+        code = """\
+            import os, tracemalloc
+            from caboose import Value
+            tracemalloc.start()
+            k0 = Value(0)
+            k0.value = 1
+            current, peak = tracemalloc.get_traced_memory()
+            print(current / os.path.getsize(__file__), peak / os.path.getsize(__file__))
+            """
+        block = "".join(f"# k{n} = {n}\n" for n in range(10_000))
+        self.write("job.py", textwrap.dedent(code) + f"# /// caboose\n{block}# ///\n", False)
+        held, peak = map(float, self.output("job.py"))
+        FIGURES["memory held for 10,000 keys (x file)"] = round(held, 1)
+        FIGURES["memory at peak for 10,000 keys (x file)"] = round(peak, 1)
+        self.assertLessEqual(held, 20)
+        self.assertLessEqual(peak, 30)
+
     def test_int_of_5000_digits_round_trips(self):
         self.write(
             "job.py",
@@ -2536,6 +2555,15 @@ from caboose import Value
 start = time.perf_counter()
 k0 = Value(0)
 print("RESULT", (time.perf_counter() - start) * 1e3)
+"""
+
+# The most memory that loading the block took at once, in KB.
+_BENCH_MEMORY = """\
+import tracemalloc
+from caboose import Value
+tracemalloc.start()
+k0 = Value(0)
+print("RESULT", tracemalloc.get_traced_memory()[1] / 1e3)
 """
 
 
@@ -2708,17 +2736,18 @@ def _bench_startup(folder, kinds, rounds, env):
 
 
 def _bench_scale(folder, sizes, rounds, env):
-    """Load and update with 10 to 10,000 keys; a compaction at exit."""
+    """Load, memory and update with 10 to 10,000 keys; a compaction at exit."""
     counts = [10, 1000, 10_000]
-    cases = {}
+    cases, kilobytes = {}, {}
     setup = "from caboose import Value\nk0 = Value(0)\n"
     loop = _bench_loop_script("", setup, "k0.value = -1\n", "k0.value = i\n")
-    for name, code in (("load", _BENCH_LOAD), ("keys", loop)):
+    for name, code in (("load", _BENCH_LOAD), ("keys", loop), ("memory", _BENCH_MEMORY)):
         for count in counts:
             path = os.path.join(folder, f"{name}_{count}.py")
             cases[path] = code + _bench_block(count)
+            kilobytes[count] = len(cases[path]) / 1e3  # (the memory script's, the last)
     times = list(_bench_medians(cases, rounds, env).values())
-    load, update = times[: len(counts)], times[len(counts) :]
+    load, update, memory = (times[n * len(counts) : (n + 1) * len(counts)] for n in range(3))
     shapes = {  # each with its block already written: the first write appends to it
         _bench_kb(sizes["small"]): ("", _bench_block(1)),
         _bench_kb(sizes["big"]): (_bench_padding(_BENCH_BIG), _bench_block(1)),
@@ -2735,6 +2764,8 @@ def _bench_scale(folder, sizes, rounds, env):
     header = ["keys in the block"] + [f"{count:,}" for count in counts]
     rows = [["load: the first `Value(0)`, ms"] + [f"{ms:.2f}" for ms in load]]
     rows += [["update: µs per `v.value = i`"] + [f"{us:.1f}" for us in update]]
+    kb = [f"{peak:.0f} KB, {peak / kilobytes[n]:.0f}×" for peak, n in zip(memory, counts)]
+    rows += [["load: peak memory, and × the file's size"] + kb]
     print("\n## Scale\n")
     print(_bench_table(header, rows) + "\n")
     print("A compaction at exit: the time from the script's last line to the end")
