@@ -44,7 +44,7 @@ except ImportError:
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any, Callable
-SYNC = os.environ.get("CABOOSE_SYNC", "") not in ("", "0")
+SYNC = os.environ.get("CABOOSE_SYNC", "").lower() in ("1", "true", "yes", "on")
 MARK, CLOSE, COMPACT_AFTER = "# /// caboose", "# ///", 1 << 18
 _UNPARSABLE = (SyntaxError, ValueError, MemoryError, RecursionError)  # from compile()
 _UNSET, PyCF_ONLY_AST = object(), 1024  # (importing _ast builds every syntax tree type)
@@ -58,11 +58,15 @@ class CabooseError(Exception):
 
 
 # -- values: a literal where Python has one, else pickle -------------------------------------
-_PLAIN = {int, float, complex, str, bytes, bool, type(None)}
+_PLAIN = {int, float, str, bytes, bool, type(None)}
 _OPS = {"USub": _operator.neg, "UAdd": _operator.pos, "Add": _operator.add, "Sub": _operator.sub}
 _NAMES = {"nan": float("nan"), "inf": float("inf"), "nanj": complex("nanj"), "infj": 1e999j}
 _load = __import__  # pickle and binascii are imported only when a value needs them
-_CALLS = {"set": set, "pickle": lambda s: _load("pickle").loads(_load("binascii").a2b_base64(s))}
+_CALLS = {
+    "set": set,
+    "complex": complex,
+    "pickle": lambda s: _load("pickle").loads(_load("binascii").a2b_base64(s)),
+}
 _WORDS = {"None": None, "True": True, "False": False}
 _READERS = (int, float, lambda text: text[1:-1].encode().decode("unicode_escape"))
 _EVALUATE = {
@@ -74,7 +78,7 @@ _EVALUATE = {
     "Name": lambda node: _NAMES[node.id],
     "UnaryOp": lambda node: _OPS[type(node.op).__name__](_evaluate(node.operand)),
     "BinOp": lambda node: _OPS[type(node.op).__name__](*map(_evaluate, (node.left, node.right))),
-    "Call": lambda node: _CALLS[node.func.id](*map(_evaluate, node.args)),
+    "Call": lambda node: _CALLS[node.func.id](*map(_evaluate, node.args + node.keywords)),
 }
 
 
@@ -86,6 +90,8 @@ def _source(value: "Any") -> str:  # a set's items are sorted, so that a set alw
     kind = type(value)
     if kind in _PLAIN and (kind is not int or value.bit_length() < 10_000):
         return ascii(value)  # (str() of a longer int fails on Python 3.11 and newer)
+    if kind is complex:  # (1-0j) reads back as (1+0j): the parts keep their signs
+        return f"complex({_source(value.real)}, {_source(value.imag)})"
     if kind is dict:
         return "{" + ", ".join(f"{_source(k)}: {_source(v)}" for k, v in value.items()) + "}"
     if kind not in (list, tuple, set):
@@ -99,7 +105,11 @@ def _source(value: "Any") -> str:  # a set's items are sorted, so that a set alw
 
 
 def _tree(source: "str | bytes", mode: str) -> "Any":  # Python's parser, without importing ast
-    return compile(source, "<caboose>", mode, PyCF_ONLY_AST)
+    import warnings  # a script may turn them into errors: SyntaxErrors, from compile()
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return compile(source, "<caboose>", mode, PyCF_ONLY_AST)
 
 
 def _constant(text: str) -> "Any":
@@ -110,7 +120,7 @@ def _constant(text: str) -> "Any":
     for read in _READERS:
         try:
             value = read(text)
-        except ValueError:  # (a UnicodeDecodeError is one)
+        except (ValueError, Warning):  # (UnicodeDecodeError is one; a bad escape warns)
             continue
         if ascii(value) == text:
             return value
@@ -140,10 +150,12 @@ def _parse(data: bytes, path: str) -> tuple[bytes, int, dict[str, tuple[int, str
                     break
             except _UNPARSABLE:
                 pass
-    body, records = lines[1 : closed or count], {}
+    body, records, first = lines[1 : closed or count], {}, data.count(b"\n", 0, start) + 1
+    if not closed and end < len(data):  # a block that a crash cut short runs to the end
+        raise CabooseError(f"{path}:{first + count}", "the block needs '# ' lines up to '# ///'")
     if body and not closed and not body[-1].endswith((b"\n", b"\r")):
         body.pop()  # the block is open, and its last line was cut short by a crash
-    for number, line in enumerate(body, data.count(b"\n", 0, start) + 2):
+    for number, line in enumerate(body, first + 1):
         where, text = f"{path}:{number}", line[2:].rstrip(b"\r\n").decode("latin-1")
         if not line.isascii() or b"\0" in line or line[:2].rstrip(b"\r\n") not in (b"# ", b"#"):
             raise CabooseError(where, "not an ASCII '# ' block line")
@@ -171,12 +183,20 @@ class _Script:
         self.records: dict[str, tuple[int, str]] = {}  # key -> (its line, "KEY = VALUE")
         self.values: dict[str, list[Any]] = {}  # key -> [value, its text as last written]
         self.sites: dict[str, tuple[Any, ...]] = {}  # derived key -> where its Value was made
-        with open(path, "rb") as file:
-            self.load(file.fileno())
+        writable = os.access(path, os.W_OK)  # (a read-only script is read, and a write says so)
+        fd = os.open(path, os.O_RDWR if writable else os.O_RDONLY)
+        try:
+            self.load(fd)
+        except BaseException:
+            os.close(fd)
+            raise
+        if writable:  # kept for the writes: while it is open, no new file takes its inode
+            self.fd = fd
+        else:
+            os.close(fd)
 
     def load(self, fd: int) -> None:
         stat, old = os.fstat(fd), {key: self.records.get(key) for key in self.values}
-        self.records = {}  # (let go of the old records before the new ones are made)
         data, self.ino = pread(fd, stat.st_size, 0), stat.st_ino
         self.code, self.tail, self.records = _parse(data, self.path)
         self.nl = "\r\n" if b"\r\n" in data[: data.find(b"\n") + 1] else "\n"  # the file's own
@@ -211,8 +231,8 @@ class _Script:
                 if stat.st_ino != self.ino or stat.st_size != self.size:
                     self.load(self.fd)
                 return
-            os.close(self.fd)  # renamed over, or emptied by an editor that rewrites it
-            self.fd, tries = -1, tries + 1
+            fd, self.fd, tries = self.fd, -1, tries + 1
+            os.close(fd)  # renamed over, or emptied by an editor that rewrites it
             if tries > 200:
                 raise CabooseError(self.path, "the script stays empty; nothing was written")
             time.sleep(0 if stat.st_size else 0.005)  # a rename needs no wait, an editor may
@@ -231,7 +251,11 @@ class _Script:
                 self.lock()
             if key is None:
                 return self.compact({})
-            value = change(self.values[key][0]) if change else new
+            value, before = new, (self.fd, self.size)
+            if change:
+                value = change(self.values[key][0])
+                if (self.fd, self.size) != before:  # it wrote to this file: the lock is gone
+                    raise CabooseError(self.path, "update()'s function may read Values, not write")
             kind = type(value)  # (the first case of _source, repeated here for speed)
             plain = kind in _PLAIN and (kind is not int or value.bit_length() < 10_000)
             text = ascii(value) if plain else self.pair(value)[1]
@@ -275,13 +299,14 @@ class _Script:
                 pass  # a folder that takes no temporary file, say: the block is whole as it is
 
     def compact(self, pending: dict[str, tuple[int, str]]) -> None:
-        if self.tail < 0 or pread(self.fd, len(self.code), 0) != self.code:
-            self.load(self.fd)  # the code as it is now: an editor may have saved it in place
+        self.load(self.fd)  # the file as it is now: an editor may have saved it in place
         if not self.size:  # emptied by an editor that rewrites it in place: write nothing now
             raise CabooseError(self.path, "the script is empty; nothing was written")
         self.records.update(pending)
         nl, (folder, name) = self.nl, os.path.split(self.path)
         code = self.code + (nl.encode() if self.code[-1:] not in b"\r\n" else b"")
+        if (b"\n" + code.rstrip()).endswith(b"\n" + CLOSE.encode()):  # another PEP 723 block
+            code += nl.encode()  # ends there: a blank line keeps a reader from joining the two
         lines = [f"# {text}{nl}" for _, text in self.records.values()]
         temp = os.path.join(folder, f".{name}.caboose-tmp")
         try:
@@ -303,8 +328,8 @@ class _Script:
             if os.path.exists(temp):
                 os.unlink(temp)
             raise
-        os.close(self.fd)  # waiters on the old file wake, find it unlinked, and reopen
-        self.fd, self.appended = -1, 0
+        fd, self.fd, self.appended = self.fd, -1, 0  # (forgotten first: an interrupt between
+        os.close(fd)  # could leave a number that the next open reuses) waiters wake, reopen
 
 
 # -- frame inspection: the file a Value lives in, and its key --------------------------------
@@ -330,12 +355,14 @@ def _target(code: "Any", offset: int) -> str:
             parts.append(names[arg >> (op == "LOAD_ATTR" and sys.version_info >= (3, 12))])
         elif op in ("STORE_NAME", "STORE_FAST", "STORE_GLOBAL", "STORE_ATTR"):
             return ".".join(parts + [names[arg]]) if (op == "STORE_ATTR") == bool(parts) else "?"
-        elif op not in ("CACHE", "DUP_TOP", "COPY") or parts:  # inline caches (3.11+), and
-            return "?"  # the copy made for a = b = Value(0)
+        elif op != "CACHE" and (op not in ("DUP_TOP", "COPY") or parts):  # inline caches
+            return "?"  # (3.11+) are skipped, and the copy made for a = b = Value(0)
     return "?"
 
 
 def _after_fork() -> None:  # a forked child shares its parent's open file, and so its flock
+    global _loading  # (and a lock that another thread held at the fork would stay held)
+    _loading = RLock()
     for script in _scripts.values():
         script.fd, script.mutex = -1, RLock()
 
@@ -361,6 +388,8 @@ class Value:
         with _loading:  # (a frame's line costs time on 3.11+: it is read only for errors)
             if path not in _scripts:
                 try:
+                    if path[:1] + path[-1:] == "<>":  # <stdin>, <string>: not a file of that name
+                        raise FileNotFoundError(f"{path} is not a file")
                     real = os.path.realpath(path)
                     _scripts[path] = _scripts.get(real) or _scripts.setdefault(real, _Script(real))
                 except OSError as error:
@@ -420,14 +449,12 @@ for _name in "lt le gt ge eq ne neg pos abs invert".split():
 @atexit.register
 def _finish() -> None:  # at exit: store the values changed in place, then compact
     for script in set(_scripts.values()):
-        try:
-            for key, (value, text) in list(script.values.items()):
-                if script.pair(value)[1] != text:
+        for key, (value, text) in [*script.values.items(), (None, (None, None))]:
+            try:  # each on its own: one value that cannot be stored keeps no other back
+                if key is None and script.appended or key and script.pair(value)[1] != text:
                     script.write(key, None, value)
-            if script.appended:
-                script.write(None, None)
-        except CabooseError as error:
-            print(error, file=sys.stderr)
+            except CabooseError as error:
+                print(error, file=sys.stderr)
 
 
 # -- command line and self-test --------------------------------------------------------------
@@ -440,8 +467,11 @@ def main(argv: list[str]) -> int:
     if argv == ["--selftest"]:
         return _selftest()
     if argv[:1] != ["show"] or len(argv) != 2:
-        print(f"{__doc__}\n{main.__doc__}" if argv in (["-h"], ["--help"]) else main.__doc__)
-        return 0 if argv in (["-h"], ["--help"]) else 2
+        if argv in (["-h"], ["--help"]):
+            print(f"{__doc__}\n{main.__doc__}")
+            return 0
+        print(main.__doc__, file=sys.stderr)
+        return 2
     try:
         records = _Script(os.path.realpath(argv[1])).records
     except (OSError, CabooseError) as error:

@@ -211,6 +211,20 @@ class Keys(ScriptCase):
         for line in [b"# count = 1\n", b"# a = 2\n", b"# self.hits = 3\n", b"# local = 1\n"]:
             self.assertIn(line, block)
 
+    def test_dotted_target_gives_its_whole_key(self):
+        self.write(
+            "s.py",
+            """\
+            from types import SimpleNamespace
+            from caboose import Value
+            obj = SimpleNamespace(sub=SimpleNamespace())
+            obj.sub.deep = Value(10)
+            obj.sub.deep.value += 1
+        """,
+        )
+        self.run_script("s.py")
+        self.assertIn(b"\n# obj.sub.deep = 11\n", self.read("s.py"))
+
     def test_variable_of_a_closure_gives_its_key(self):
         self.write(
             "s.py",
@@ -354,6 +368,15 @@ class Keys(ScriptCase):
         )
         self.assertIn("caboose: <string>: a Value needs a source file", result.stderr)
 
+    def test_no_source_file_is_an_error_beside_a_file_named_like_it(self):
+        self.write("<string>", "")
+        command = "from caboose import Value\nValue(0, key='x').value = 5"
+        result = subprocess.run(
+            [sys.executable, "-c", command], cwd=self.folder, capture_output=True, text=True
+        )
+        self.assertIn("caboose: <string>: a Value needs a source file", result.stderr)
+        self.assertEqual(self.read("<string>"), b"")
+
 
 class ScriptBytesAreKept(ScriptCase):
     def assertCodeKept(self, original, name="s.py"):
@@ -419,6 +442,27 @@ class ScriptBytesAreKept(ScriptCase):
         self.assertEqual(self.output("s.py") + self.output("s.py"), ["0", "1"])
         self.assertCodeKept(original)
 
+    def test_pep723_script_block_at_the_end_stays_a_block_of_its_own(self):
+        footer = '# /// script\n# requires-python = ">=3.9"\n# ///\n'
+        self.write("s.py", textwrap.dedent(COUNTER) + footer)
+        self.assertEqual(self.output("s.py") + self.output("s.py"), ["0", "1"])
+        # the reference reader of PEP 723, as the PEP gives it
+        pattern = r"(?m)^# /// (?P<type>[a-zA-Z0-9-]+)$\s(?P<content>(^#(| .*)$\s)+)^# ///$"
+        blocks = [
+            (m["type"], m["content"]) for m in re.finditer(pattern, self.read("s.py").decode())
+        ]
+        self.assertEqual(
+            blocks, [("script", '# requires-python = ">=3.9"\n'), ("caboose", "# a = 2\n")]
+        )
+
+    def test_warnings_made_errors_do_not_hide_the_block(self):
+        start = 'import re, warnings\npattern = re.compile("\\d+")  # warns, when compiled\n'
+        start += "warnings.simplefilter('error')\n"
+        after = "print('code after the block')\n"  # so caboose compiles the code above it
+        self.write("s.py", start + COUNTER + "# /// caboose\n# a = 41\n# ///\n" + after, False)
+        self.assertEqual(self.output("s.py"), ["41", "code", "after", "the", "block"])
+        self.assertTrue(self.read("s.py").endswith(b"# /// caboose\n# a = 42\n# ///\n"))
+
     def test_symlink_writes_to_the_target(self):
         self.write("real.py", COUNTER)
         os.symlink("real.py", self.path("link.py"))
@@ -448,7 +492,7 @@ class TheTrailerFormat(ScriptCase):
         cases = {
             "-12345678901234567890": "# x = -12345678901234567890",
             "0.1": "# x = 0.1",
-            "-0.5j + 2": "# x = (2-0.5j)",
+            "-0.5j + 2": "# x = complex(2.0, -0.5)",
             "'caf\u00e9\\n'": "# x = 'caf\\xe9\\n'",
             "b'\\x00\\xff'": "# x = b'\\x00\\xff'",
             "(1, [True, None], {'k': {2, 1}})": "# x = (1, [True, None], {'k': {1, 2}})",
@@ -477,6 +521,36 @@ class TheTrailerFormat(ScriptCase):
         )
         self.run_script("s.py", "set")
         self.assertEqual(self.output("s.py"), ["True"] * 4)
+
+    def test_complex_numbers_keep_the_signs_of_their_zeros(self):
+        self.write(
+            "s.py",
+            """\
+            import math, sys
+            from caboose import Value
+            x = Value(None)
+            zero, inf = -0.0, math.inf
+            numbers = [complex(1, zero), complex(zero, 1), complex(zero, zero), complex(0, -inf)]
+            if sys.argv[1:]:
+                x.value = numbers
+            else:
+                signs = lambda z: (math.copysign(1, z.real), math.copysign(1, z.imag), abs(z))
+                print([signs(z) for z in x.value] == [signs(z) for z in numbers])
+        """,
+        )
+        self.run_script("s.py", "set")
+        self.assertEqual(self.output("s.py"), ["True"])
+
+    def test_hand_edit_with_a_bad_escape_reads_under_warnings_as_errors(self):
+        script = "from caboose import Value\na = Value('')\nprint(repr(a.value))\n"
+        self.write("s.py", script + "# /// caboose\n# a = '\\z'\n# ///\n")
+        result = self.run_script("s.py", env={"PYTHONWARNINGS": "error"})
+        self.assertEqual((result.stdout, result.stderr), ("'\\\\z'\n", ""))
+
+    def test_keyword_arguments_in_a_value_are_refused_naming_the_line(self):
+        self.write("s.py", COUNTER + "# /// caboose\n# a = set([1], x=2)\n# ///\n")
+        result = self.run_script("s.py", check=False)
+        self.assertRegex(result.stderr, r"CabooseError: caboose: .*s\.py:6: cannot read")
 
     def test_other_objects_are_pickled_and_marked(self):
         self.write(
@@ -544,6 +618,15 @@ class TheTrailerFormat(ScriptCase):
         result = self.run_script("s.py", check=False)
         self.assertRegex(result.stderr, r"CabooseError: caboose: .*s\.py:6: ")
 
+    def test_a_blank_or_indented_line_in_the_block_names_its_line_and_writes_nothing(self):
+        for line in ["\n", "  # a = 41\n"]:
+            with self.subTest(line=line):
+                self.write("s.py", COUNTER + f"# /// caboose\n# b = 5\n{line}# a = 41\n# ///\n")
+                before = self.read("s.py")
+                result = self.run_script("s.py", check=False)
+                self.assertRegex(result.stderr, r"CabooseError: caboose: .*s\.py:7: ")
+                self.assertEqual(self.read("s.py"), before)
+
     def test_comment_lines_in_the_block_are_kept(self):
         self.write("s.py", COUNTER + "# /// caboose\n# # a note\n# a = 4\n# ///\n")
         self.assertEqual(self.output("s.py"), ["4"])
@@ -584,6 +667,22 @@ class InPlaceChanges(ScriptCase):
         self.run_script("s.py")
         self.assertEqual(self.run_script("s.py").stdout, "[0, 1]\n")
 
+    def test_value_that_cannot_be_stored_at_exit_keeps_no_other_back(self):
+        self.write(
+            "s.py",
+            """\
+            from caboose import Value
+            a = Value([])
+            b = Value([])
+            a.value.append(lambda: 1)  # no literal, and no pickle either
+            b.value.append(1)
+        """,
+        )
+        result = self.run_script("s.py")
+        self.assertRegex(result.stderr, r"caboose: .*s\.py: cannot store")
+        self.assertIn(b"\n# b = [1]\n", self.read("s.py"))
+        self.assertNotIn(b"\n# a = ", self.read("s.py"))
+
     def test_save_writes_at_once(self):
         self.write(
             "s.py",
@@ -616,6 +715,34 @@ class TheApi(ScriptCase):
         out = self.output("s.py")
         self.assertEqual(out, "4 4 6 True True -3 3 0 0 False 4".split())
         self.assertIn(b"# a = 4\n", self.read("s.py"))
+
+    def test_update_whose_function_writes_a_value_of_the_file_is_refused(self):
+        for first in ["", "a.value = 0\n"]:  # no block yet (a compaction), and a block (an append)
+            with self.subTest(first=first):
+                self.write(
+                    "s.py",
+                    f"""\
+                    from caboose import Value, CabooseError
+                    a = Value(0)
+                    b = Value(0)
+                    {first}
+                    def change(n):
+                        b.value += 1
+                        return n + 1
+                    try:
+                        a.update(change)
+                    except CabooseError as error:
+                        print("refused:", error)
+                    a.value += 10
+                    print(a.value, b.value)
+                """,
+                )
+                lines = self.run_script("s.py").stdout.splitlines()
+                self.assertRegex(lines[0], r"^refused: caboose: .*s\.py: update\(\)")
+                self.assertEqual(lines[1], "10 1")
+                self.assertCompiles("s.py")
+                again = ["10" if first else "20", "2"]  # the stored values, read back
+                self.assertEqual(self.output("s.py")[-2:], again)
 
     def test_update_returns_the_new_value(self):
         self.write(
@@ -732,6 +859,62 @@ class Concurrency(ScriptCase):
         self.run_script("s.py")
         self.assertIn(b"# n = 400\n", self.read("s.py"))
 
+    def test_child_forked_while_another_thread_makes_a_value_can_make_values(self):
+        self.write(
+            "s.py",
+            """\
+            import os, signal, threading
+            import caboose
+            from caboose import Value
+
+            held, release = threading.Event(), threading.Event()
+
+            def make_values():  # a thread in the middle of making a Value, at the fork
+                with caboose._loading:
+                    held.set()
+                    release.wait()
+
+            threading.Thread(target=make_values, daemon=True).start()
+            held.wait()
+            child = os.fork()
+            if child == 0:
+                signal.alarm(10)  # a child that waits for the lock for ever ends here
+                Value(0, key="made").value = 1
+                os._exit(0)
+            print(os.waitpid(child, 0)[1])
+            release.set()
+        """,
+        )
+        self.assertEqual(self.run_script("s.py", timeout=30).stdout, "0\n")
+        self.assertIn(b"# made = 1\n", self.read("s.py"))
+
+    def test_interrupt_just_after_a_compaction_closes_the_file_leaves_it_usable(self):
+        self.write(
+            "s.py",
+            """\
+            import os
+            from caboose import Value
+            a = Value(0)
+            real = os.close
+
+            def close(fd):  # as if Ctrl-C came just after the close
+                real(fd)
+                os.close = real
+                raise KeyboardInterrupt
+
+            os.close = close
+            try:
+                a.value = 1  # the first write: a compaction, which closes the old file
+            except KeyboardInterrupt:
+                print("interrupted")
+            log = open(os.devnull)  # takes the number the closed file had
+            a.value = 2
+            print(a.value)
+        """,
+        )
+        self.assertEqual(self.output("s.py"), ["interrupted", "2"])
+        self.assertTrue(self.read("s.py").endswith(b"# /// caboose\n# a = 2\n# ///\n"))
+
     def test_threads_updating_one_value_lose_nothing(self):
         self.write(
             "s.py",
@@ -770,6 +953,8 @@ class Concurrency(ScriptCase):
         )
         self.assertEqual(self.output("s.py", env={"CABOOSE_SYNC": "1"}), ["5"])
         self.assertEqual(self.output("s.py", env={"CABOOSE_SYNC": "0"}), ["0"])
+        self.assertEqual(self.output("s.py", env={"CABOOSE_SYNC": "false"}), ["0"])
+        self.assertEqual(self.output("s.py", env={"CABOOSE_SYNC": "true"}), ["5"])
 
     def test_long_run_compacts_dead_lines_past_a_bound(self):
         self.write(
@@ -822,6 +1007,71 @@ class Concurrency(ScriptCase):
         self.assertLess(int(size), 1000)
 
 
+class InPlaceEditsWhileRunning(ScriptCase):
+    def test_same_size_edit_of_a_value_between_writes_is_kept(self):
+        self.write(
+            "s.py",
+            """\
+            from caboose import Value
+            a = Value(0)
+            b = Value(0)
+            b.value = 2
+            with open(__file__, "r+b") as file:  # an editor's save, in place, between writes
+                data = file.read()
+                file.seek(0)
+                file.write(data.replace(b"# a = 1\\n", b"# a = 7\\n"))
+            b.value = 3
+            # /// caboose
+            # a = 1
+            # b = 0
+            # ///
+        """,
+        )
+        self.run_script("s.py")
+        self.assertEqual(self.show("s.py"), {"a": "7", "b": "3"})
+
+    def test_broken_edit_undone_while_running_loses_no_key(self):
+        self.write(
+            "s.py",
+            """\
+            from caboose import Value, CabooseError
+            a = Value(0)
+
+            def edit(old, new):  # an editor's save, in place
+                with open(__file__, "r+b") as file:
+                    data = file.read().replace(old, new)
+                    file.seek(0)
+                    file.truncate()
+                    file.write(data)
+
+            a.value = 1
+            edit(b"# b = 2\\n", b"# b = (2\\n")
+            try:
+                a.value = 2
+            except CabooseError:
+                print("refused")
+            edit(b"# b = (2\\n", b"# b = 2\\n")
+            a.value = 3
+            # /// caboose
+            # a = 0
+            # b = 2
+            # c = 3
+            # ///
+        """,
+        )
+        self.assertEqual(self.output("s.py"), ["refused"])
+        self.assertEqual(self.show("s.py"), {"a": "3", "b": "2", "c": "3"})
+
+    def show(self, name):
+        result = subprocess.run(
+            [sys.executable, "caboose.py", "show", name],
+            cwd=self.folder,
+            capture_output=True,
+            text=True,
+        )
+        return dict(line.split(" = ", 1) for line in result.stdout.splitlines())
+
+
 class CommandLine(ScriptCase):
     def caboose(self, *args):
         return self.run_script("caboose.py", *args, check=False)
@@ -841,6 +1091,11 @@ class CommandLine(ScriptCase):
                 self.assertEqual(result.returncode, 2)
                 self.assertRegex(result.stderr, rf"^caboose: .*{name}.*\n$")
                 self.assertNotIn("Traceback", result.stderr)
+
+    def test_wrong_arguments_print_usage_on_stderr_and_exit_2(self):
+        result = self.caboose("frobnicate")
+        self.assertEqual((result.returncode, result.stdout), (2, ""))
+        self.assertIn("usage:", result.stderr)
 
     def test_help_names_the_commands(self):
         result = self.caboose("--help")
