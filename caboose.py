@@ -199,6 +199,7 @@ class _Script:
         stat, old = os.fstat(fd), {key: self.records.get(key) for key in self.values}
         data, self.ino = pread(fd, stat.st_size, 0), stat.st_ino
         self.code, self.tail, self.records = _parse(data, self.path)
+        self.block = data[len(self.code) : self.tail] if self.tail >= 0 else b""  # as read
         self.nl = "\r\n" if b"\r\n" in data[: data.find(b"\n") + 1] else "\n"  # the file's own
         live = sum(len(text) + 3 for _, text in self.records.values())
         self.size, self.dead = len(data), len(data) - len(self.code) - live  # whoever wrote it
@@ -251,8 +252,9 @@ class _Script:
                 self.lock()
             if key is None:
                 return self.compact({})
-            value, before = new, (self.fd, self.size)
+            value = new
             if change:
+                before = self.fd, self.size
                 value = change(self.values[key][0])
                 if (self.fd, self.size) != before:  # it wrote to this file: the lock is gone
                     raise CabooseError(self.path, "update()'s function may read Values, not write")
@@ -299,7 +301,9 @@ class _Script:
                 pass  # a folder that takes no temporary file, say: the block is whole as it is
 
     def compact(self, pending: dict[str, tuple[int, str]]) -> None:
-        self.load(self.fd)  # the file as it is now: an editor may have saved it in place
+        known = self.code + self.block  # the file as last read, up to what this process added
+        if self.tail < 0 or pread(self.fd, len(known), 0) != known:
+            self.load(self.fd)  # an editor saved it in place: the file as it is now
         if not self.size:  # emptied by an editor that rewrites it in place: write nothing now
             raise CabooseError(self.path, "the script is empty; nothing was written")
         self.records.update(pending)
