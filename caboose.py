@@ -6,7 +6,7 @@
 
 Format: the block runs from the last line "# /// caboose" to the next line "# ///"; each line
 between is ASCII, "# KEY = VALUE" (or a comment: "# # note", "# ###"), KEY dotted (the last one
-wins), VALUE on one line, a literal (nan and inf too) or pickle('BASE64'), never run by eval.
+wins), VALUE on one line: a literal (nan, inf too), set(), complex(RE, IM) or pickle('BASE64').
 Guarantees: the code above the block is never rewritten.  An update is one write under flock
 that turns "# ///" into the comment "# ###" and adds "# KEY = VALUE" and a new "# ///", so a
 process killed at any instant, or a reader, sees a script that compiles, each value old or new
