@@ -217,8 +217,11 @@ class _Script:
             if value is _UNSET:  # more than a constant as caboose writes it
                 value = _evaluate(_tree(source, "eval").body)
             return [value, _source(value)]
-        except Exception as error:
-            raise CabooseError(where, f"cannot {'read' if text else 'store'}: {error!r}") from None
+        except Exception as error:  # a KeyError: a name, call or node the evaluator does not read
+            why = (
+                f"{error.args[0]} is not in a literal" if type(error) is KeyError else repr(error)
+            )
+            raise CabooseError(where, f"cannot {'read' if text else 'store'}: {why}") from None
 
     def lock(self) -> None:
         """Hold flock on the file that has the script's name and code; read it if it changed."""
@@ -448,6 +451,7 @@ for _name in "add sub mul truediv floordiv mod pow matmul and_ or_ xor lshift rs
 for _name in "lt le gt ge eq ne neg pos abs invert".split():
     _op = getattr(_operator, _name)
     setattr(Value, f"__{_name}__", lambda self, *other, op=_op: op(self.value, *other))
+Value.__bool__ = lambda self: bool(self.value)  # type: ignore[method-assign]
 
 
 @atexit.register

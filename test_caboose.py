@@ -547,6 +547,11 @@ class TheTrailerFormat(ScriptCase):
         result = self.run_script("s.py", env={"PYTHONWARNINGS": "error"})
         self.assertEqual((result.stdout, result.stderr), ("'\\\\z'\n", ""))
 
+    def test_a_name_in_a_value_is_refused_saying_so(self):
+        self.write("s.py", COUNTER + "# /// caboose\n# a = [1, foo]\n# ///\n")
+        result = self.run_script("s.py", check=False)
+        self.assertIn("s.py:6: cannot read: foo is not in a literal", result.stderr)
+
     def test_keyword_arguments_in_a_value_are_refused_naming_the_line(self):
         self.assertRefusedAt("# a = set([1], x=2)\n", 6)
 
@@ -711,6 +716,20 @@ class TheApi(ScriptCase):
         out = self.output("s.py")
         self.assertEqual(out, "4 4 6 True True -3 3 0 0 False 4".split())
         self.assertIn(b"# a = 4\n", self.read("s.py"))
+
+    def test_truth_of_a_value_is_the_truth_of_its_value(self):
+        self.write(
+            "s.py",
+            """\
+            from caboose import Value
+            done = Value(False)
+            items = Value([])
+            print(bool(done), "yes" if items else "no", not done)
+            done.value, items.value = True, [1]
+            print(bool(done), "yes" if items else "no", not done)
+        """,
+        )
+        self.assertEqual(self.output("s.py"), "False no True True yes False".split())
 
     def test_update_whose_function_writes_a_value_of_the_file_is_refused(self):
         for first in ["", "a.value = 0\n"]:  # no block yet (a compaction), and a block (an append)
