@@ -179,21 +179,12 @@ class _Script:
     """One script file: its block as last read, the values in use, and the lock on it."""
 
     def __init__(self, path: str) -> None:
-        self.path, self.mutex, self.fd, self.appended = path, RLock(), -1, 0
+        self.path, self.mutex, self.fd, self.appended, self.busy = path, RLock(), -1, 0, False
         self.records: dict[str, tuple[int, str]] = {}  # key -> (its line, "KEY = VALUE")
         self.values: dict[str, list[Any]] = {}  # key -> [value, its text as last written]
         self.sites: dict[str, tuple[Any, ...]] = {}  # derived key -> where its Value was made
-        writable = os.access(path, os.W_OK)  # (a read-only script is read, and a write says so)
-        fd = os.open(path, os.O_RDWR if writable else os.O_RDONLY)
-        try:
-            self.load(fd)
-        except BaseException:
-            os.close(fd)
-            raise
-        if writable:  # kept for the writes: while it is open, no new file takes its inode
-            self.fd = fd
-        else:
-            os.close(fd)
+        with open(path, "rb") as file:
+            self.load(file.fileno())
 
     def load(self, fd: int) -> None:
         stat, old = os.fstat(fd), {key: self.records.get(key) for key in self.values}
@@ -227,18 +218,22 @@ class _Script:
         """Hold flock on the file that has the script's name and code; read it if it changed."""
         tries = 0
         while True:
-            if self.fd < 0:  # a file opened afresh is read afresh: inode numbers are reused
+            if self.fd < 0:  # a file opened afresh: inode numbers are reused, so its bytes tell
                 self.fd, self.ino = os.open(self.path, os.O_RDWR), -1
             flock(self.fd, LOCK_EX)
             stat = os.fstat(self.fd)
-            if stat.st_nlink and stat.st_size:
+            if stat.st_nlink and stat.st_size and os.stat(self.path).st_ino == stat.st_ino:
+                known = self.ino < 0 and stat.st_size == self.size  # (then compare the bytes)
+                if known and pread(self.fd, self.size, 0).startswith(self.code + self.block):
+                    self.ino = stat.st_ino  # the file as last read: no need to parse it again
                 if stat.st_ino != self.ino or stat.st_size != self.size:
                     self.load(self.fd)
                 return
             fd, self.fd, tries = self.fd, -1, tries + 1
-            os.close(fd)  # renamed over, or emptied by an editor that rewrites it
+            flock(fd, LOCK_UN)
+            os.close(fd)  # renamed, or emptied by an editor that rewrites it
             if tries > 200:
-                raise CabooseError(self.path, "the script stays empty; nothing was written")
+                raise CabooseError(self.path, "the script stays empty, or keeps being replaced")
             time.sleep(0 if stat.st_size else 0.005)  # a rename needs no wait, an editor may
 
     def write(
@@ -246,6 +241,10 @@ class _Script:
     ) -> "Any":
         """Under the lock, store change(latest value), or new, as key's value; no key: compact."""
         self.mutex.acquire()
+        if self.busy:  # this thread is in update()'s function: the file is locked for it
+            self.mutex.release()
+            raise CabooseError(self.path, "update()'s function may read Values, not write them")
+        self.busy = True
         try:
             fd = self.fd  # the usual case without a call: the file as this process left it
             if fd >= 0:
@@ -253,14 +252,11 @@ class _Script:
                 stat = os.fstat(fd)
             if fd < 0 or stat.st_ino != self.ino or stat.st_size != self.size or not stat.st_nlink:
                 self.lock()
+            elif stat.st_ctime_ns != stat.st_mtime_ns:  # renamed (as to a backup) or chmod-ed
+                self.lock()  # since this process wrote it: a write sets the two times alike
             if key is None:
                 return self.compact({})
-            value = new
-            if change:
-                before = self.fd, self.size
-                value = change(self.values[key][0])
-                if (self.fd, self.size) != before:  # it wrote to this file: the lock is gone
-                    raise CabooseError(self.path, "update()'s function may read Values, not write")
+            value = change(self.values[key][0]) if change else new
             kind = type(value)  # (the first case of _source, repeated here for speed)
             plain = kind in _PLAIN and (kind is not int or value.bit_length() < 10_000)
             text = ascii(value) if plain else self.pair(value)[1]
@@ -274,6 +270,7 @@ class _Script:
         except OSError as error:
             raise CabooseError(self.path, f"cannot write: {error}") from None
         finally:
+            self.busy = False
             if self.fd >= 0:
                 flock(self.fd, LOCK_UN)
             self.mutex.release()
@@ -312,7 +309,7 @@ class _Script:
         self.records.update(pending)
         nl, (folder, name) = self.nl, os.path.split(self.path)
         code = self.code + (nl.encode() if self.code[-1:] not in b"\r\n" else b"")
-        if (b"\n" + code.rstrip()).endswith(b"\n" + CLOSE.encode()):  # another PEP 723 block
+        if (b"\n" + code).endswith((b"\n# ///\n", b"\n# ///\r\n")):  # another PEP 723 block
             code += nl.encode()  # ends there: a blank line keeps a reader from joining the two
         lines = [f"# {text}{nl}" for _, text in self.records.values()]
         temp = os.path.join(folder, f".{name}.caboose-tmp")
@@ -324,8 +321,11 @@ class _Script:
                 file.flush()
                 stat, mine = os.fstat(self.fd), os.fstat(file.fileno())
                 os.chmod(temp, stat.st_mode & 0o7777)
-                if (stat.st_uid, stat.st_gid) != (mine.st_uid, mine.st_gid):
-                    os.chown(temp, stat.st_uid, stat.st_gid)  # where the process may
+                try:  # the owner too, where the process may
+                    if (stat.st_uid, stat.st_gid) != (mine.st_uid, mine.st_gid):
+                        os.chown(temp, stat.st_uid, stat.st_gid)
+                except PermissionError:
+                    pass
                 os.fsync(file.fileno())  # on disk before its name replaces the script
             if os.stat(self.path).st_ino != stat.st_ino:  # an editor saved by rename meanwhile
                 raise InterruptedError("the script was replaced during compaction: try again")
@@ -336,7 +336,8 @@ class _Script:
                 os.unlink(temp)
             raise
         fd, self.fd, self.appended = self.fd, -1, 0  # (forgotten first: an interrupt between
-        os.close(fd)  # could leave a number that the next open reuses) waiters wake, reopen
+        flock(fd, LOCK_UN)  # could leave a number that the next open reuses; and a forked
+        os.close(fd)  # child may share it) waiters on the old file wake, and reopen
 
 
 # -- frame inspection: the file a Value lives in, and its key --------------------------------
@@ -371,6 +372,8 @@ def _after_fork() -> None:  # a forked child shares its parent's open file, and 
     global _loading  # (and a lock that another thread held at the fork would stay held)
     _loading = RLock()
     for script in _scripts.values():
+        if script.fd >= 0:
+            os.close(script.fd)  # (the parent's lock stays the parent's)
         script.fd, script.mutex = -1, RLock()
 
 
