@@ -192,6 +192,7 @@ class _Script:
         self.code, self.tail, self.records = _parse(data, self.path)
         self.block = data[len(self.code) : self.tail] if self.tail >= 0 else b""  # as read
         self.nl = "\r\n" if b"\r\n" in data[: data.find(b"\n") + 1] else "\n"  # the file's own
+        self.closing = len(f"{CLOSE}{self.nl}")  # (bytes of the closing line)
         live = sum(len(text) + 3 for _, text in self.records.values())
         self.size, self.dead = len(data), len(data) - len(self.code) - live  # whoever wrote it
         for key in self.values.keys() & self.records.keys():  # values another writer changed
@@ -241,10 +242,9 @@ class _Script:
     ) -> "Any":
         """Under the lock, store change(latest value), or new, as key's value; no key: compact."""
         self.mutex.acquire()
-        if self.busy:  # this thread is in update()'s function: the file is locked for it
+        if self.busy:  # this thread is in update()'s function, which holds the lock
             self.mutex.release()
             raise CabooseError(self.path, "update()'s function may read Values, not write them")
-        self.busy = True
         try:
             fd = self.fd  # the usual case without a call: the file as this process left it
             if fd >= 0:
@@ -256,7 +256,13 @@ class _Script:
                 self.lock()  # since this process wrote it: a write sets the two times alike
             if key is None:
                 return self.compact({})
-            value = change(self.values[key][0]) if change else new
+            value = new
+            if change:
+                self.busy = True
+                try:
+                    value = change(self.values[key][0])
+                finally:
+                    self.busy = False
             kind = type(value)  # (the first case of _source, repeated here for speed)
             plain = kind in _PLAIN and (kind is not int or value.bit_length() < 10_000)
             text = ascii(value) if plain else self.pair(value)[1]
@@ -270,7 +276,6 @@ class _Script:
         except OSError as error:
             raise CabooseError(self.path, f"cannot write: {error}") from None
         finally:
-            self.busy = False
             if self.fd >= 0:
                 flock(self.fd, LOCK_UN)
             self.mutex.release()
@@ -291,7 +296,7 @@ class _Script:
             os.ftruncate(self.fd, at + len(CLOSE) + len(nl))
             raise
         size = self.size = at + len(data)
-        self.tail = size - len(CLOSE) - len(nl)
+        self.tail = size - self.closing
         dead = self.dead = self.dead + len(data)
         self.appended = True
         if dead > COMPACT_AFTER and dead > size // 2:
