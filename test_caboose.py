@@ -3338,23 +3338,24 @@ class BigAndManyTests(ReliabilityCase):
         )
         return statistics.median(float(self.output(name)[0]) for _ in range(runs))
 
-    def test_loading_10000_keys_costs_at_most_15_times_1000(self):
+    def test_loading_10000_keys_costs_at_most_7_5_times_2000(self):
+        # Linear is 5x; measured 5.0-5.3x on a quiet machine.  (1,000 keys against 10,000
+        # measured 10x quiet but up to 15.6x under load: the small run is too short to time.)
         loop = "values = [Value(-1, key=f'k{n}') for n in range(COUNT)]"
-        small = self.load_time("small.py", loop.replace("COUNT", "1000"), 1000)
+        small = self.load_time("small.py", loop.replace("COUNT", "2000"), 2000)
         large = self.load_time("large.py", loop.replace("COUNT", "10_000"), 10_000)
         FIGURES["keys loaded from one block"] = 10_000
-        self.assertLessEqual(large, 15 * small, f"1,000: {small:.4f} s, 10,000: {large:.4f} s")
+        self.assertLessEqual(large, 7.5 * small, f"2,000: {small:.4f} s, 10,000: {large:.4f} s")
 
-    def test_declaring_2000_values_by_assignment_costs_at_most_30_times_200(self):
-        # Each Value derives its key from the statement that creates it, and reads its
-        # frame's f_lineno, which CPython finds by a scan of the code's line table: in one
-        # module of 2,000 statements, measured 8.5-9x (3.9), 10-11x (3.10), 13-21x
-        # (3.11-3.13) the cost of 200.  A Value costing in proportion to the module
-        # would be ~100x.
+    def test_declaring_2000_values_by_assignment_costs_at_most_15_times_200(self):
+        # Each Value derives its key from the bytecode after its call; its frame's line is
+        # looked up only for an error message (CPython scans the line table for it, which
+        # in a module of 2,000 statements made 2,000 Values cost 13-21x 200 on 3.11+).
+        # Measured 10x on 3.11.  A Value costing in proportion to the module would be ~100x.
         lines = [f"k{n} = Value(-1)" for n in range(2000)]
         small = self.load_time("small.py", "\n".join(lines[:200]), 200)
         large = self.load_time("large.py", "\n".join(lines), 2000)
-        self.assertLessEqual(large, 30 * small, f"200: {small:.4f} s, 2,000: {large:.4f} s")
+        self.assertLessEqual(large, 15 * small, f"200: {small:.4f} s, 2,000: {large:.4f} s")
 
 
 # -- the benchmark: python test_caboose.py --bench [--quick] --------------------------------
