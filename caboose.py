@@ -146,7 +146,7 @@ class _Script:
             if key in self.values and text != self.records.get(key, (0, None))[1]:
                 self.values[key] = _read(text, f"{self.path}:{number}")
         nl = self.nl = "\r\n" if b"\r\n" in data[: data.find(b"\n") + 1] else "\n"
-        self.code, self.records, self.size = data[:start] + data[end:], records, len(data)
+        self.code, self.records = data[:start] + data[end:], records
         lines = "".join(f"# {key} = {text}{nl}" for key, (_, text) in records.items())
         self.dead = end - start - len(f"{MARK}{nl}{lines}{CLOSE}{nl}")  # superseded lines
         self.joint = "" if self.code.endswith((b"\n", b"\r")) else nl  # a final newline, and a
@@ -158,6 +158,7 @@ class _Script:
         if end < len(data) or start < end and not closed:
             self.tail = -1  # code after the block, or a block cut short: a rewrite
         self.block = data[start : self.tail]  # as read, up to where this process appends
+        self.size = len(data)  # (last: a load that an interrupt cut short is done again)
 
     def write(self, key: "str | None", change: "Callable | None", new: "Any" = None) -> "Any":
         """Under both locks, store change(the latest value) or new as key's value, or compact."""
