@@ -334,8 +334,7 @@ def _finish() -> None:
 
 
 # -- command line and self-test --------------------------------------------------------------
-PROBE = "import sys\nfrom caboose import Value\ncount = Value(0)\n"
-PROBE += "for _ in range(int(sys.argv[1])):\n    count += 1\nprint(count.value)\n"
+PROBE = "from caboose import Value\n\ncount = Value(0)\ncount += 1\nprint(count.value)\n"
 
 
 def main(argv: "list[str]") -> int:
@@ -352,7 +351,7 @@ def main(argv: "list[str]") -> int:
         with open(os.path.join(folder, "probe.py"), "w") as file:
             file.write(PROBE)
         probe = [sys.executable, "probe.py"]
-        printed = [subprocess.run(probe + ["1"], cwd=folder, stdout=-1).stdout for _ in "123"]
+        printed = [subprocess.run(probe, cwd=folder, stdout=-1).stdout for _ in range(3)]
     if printed != [b"1\n", b"2\n", b"3\n"]:
         print(f"caboose selftest: FAILED (the probe printed {printed})")
         return 1
