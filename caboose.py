@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 SYNC = False  # True: fsync each update, not only each compaction
 MARK, CLOSE = "# /// caboose", "# ///"
 COMPACT_AFTER = 1 << 18  # dead bytes in the block (and half the file) that start a compaction
+_forked = RLock()  # held while a forked child makes its own locks for a file
 
 
 class CabooseError(Exception):
@@ -74,7 +75,7 @@ def _text(value: "Any", where: str) -> str:
     try:
         return f"pickle({binascii.b2a_base64(pickle.dumps(value, 4), newline=False).decode()!r})"
     except Exception as error:
-        raise CabooseError(where, f"cannot store {value!r:.40}: {error!r}") from None
+        raise CabooseError(where, f"cannot store a {type(value).__name__}: {error!r}") from None
 
 
 def _is_key(key: object) -> bool:  # a dotted name in ASCII: "hits", "self.hits"
@@ -83,13 +84,13 @@ def _is_key(key: object) -> bool:  # a dotted name in ASCII: "hits", "self.hits"
 
 # -- the trailer parser ------------------------------------------------------------------------
 def _parse(data: bytes, path: str) -> "tuple[int, int, bool, dict[str, tuple[int, str]]]":
-    """The real block: where it starts and ends, whether it is closed, and its records (key ->
-    its line, its value's text). Without a block, it starts and ends at the end of data."""
+    """The real block: where it starts and ends, its closing line's offset (or -1), and its
+    records (key -> its line, its value's text). No block starts and ends at the end of data."""
     start, mark = len(data), MARK.encode()
     while True:  # the last mark on a line of its own that Python reads as a comment
         start = data.rfind(mark, 0, start)
         if start < 0:
-            return len(data), len(data), False, {}
+            return len(data), len(data), -1, {}
         lines = data[start:].splitlines(True)
         count = next((n for n, line in enumerate(lines) if line[:1] != b"#"), len(lines))
         closed = next((n for n in range(1, count) if lines[n].rstrip() == CLOSE.encode()), 0)
@@ -111,8 +112,8 @@ def _parse(data: bytes, path: str) -> "tuple[int, int, bool, dict[str, tuple[int
     records = {}
     for number, line in enumerate(body, first + 1):
         key, equals, text = (part.strip() for part in line[1:].decode("latin-1").partition("="))
-        if key[:1] in ("", "#") and not equals and line.isascii() and b"\0" not in line:
-            continue  # a comment, or a closing line crossed out
+        if (key[:1] == "#" or not key + equals) and line.isascii() and b"\0" not in line:
+            continue  # a note, or a closing line crossed out
         if not equals or not _is_key(key) or line[:2] != b"# " or not line.isascii():
             raise CabooseError(f"{path}:{number}", "expected '# KEY = VALUE' in ASCII")
         records[key] = (number, text)
@@ -121,7 +122,7 @@ def _parse(data: bytes, path: str) -> "tuple[int, int, bool, dict[str, tuple[int
             compile(text, f"{path}:{number}", "eval")
         except Exception as error:
             raise CabooseError(f"{path}:{number}", f"cannot read {key}: {error!r}") from None
-    return start, end, bool(closed), records
+    return start, end, start + sum(map(len, lines[:closed])) if closed else -1, records
 
 
 # -- the script file: read, lock, append, compact --------------------------------------------
@@ -129,7 +130,8 @@ class _Script:
     """One script file: its block as last read, the values in use, and the locks on it."""
 
     def __init__(self, path: str) -> None:
-        self.path, self.pid, self.fd = path, -1, -1  # (no thread lock, no file open to write)
+        self.path, self.fd, self.links = path, -1, 1  # (no file open to write yet)
+        self.pid, self.mutex = os.getpid(), RLock()  # this process's lock among its threads
         self.records: dict[str, tuple[int, str]] = {}  # key -> (its line, its value's text)
         self.values: dict[str, list[Any]] = {}  # key -> [value, its text when read or written]
         self.sites: dict[str, tuple[Any, int]] = {}  # derived key -> (code, offset) of its call
@@ -141,7 +143,7 @@ class _Script:
         data = os.pread(fd, os.fstat(fd).st_size, 0)
         if not data:
             raise CabooseError(self.path, "the script is empty (an editor saving it?)")
-        start, end, closed, records = _parse(data, self.path)
+        start, end, closing, records = _parse(data, self.path)
         for key, (number, text) in records.items():
             if key in self.values and text != self.records.get(key, (0, None))[1]:
                 self.values[key] = _read(text, f"{self.path}:{number}")
@@ -153,9 +155,9 @@ class _Script:
         if (b"\n" + self.code + self.joint.encode()).endswith(f"\n# ///{nl}".encode()):  # blank
             self.joint += nl  # line after a PEP 723 block: a reader would run the two together
         self.cross = f"# ###{nl}"  # the closing line, crossed out
-        self.head = self.cross if closed else self.joint + MARK + nl  # before a new record
-        self.tail = data.rfind(b"\n", 0, end - 1) + 1 if closed else len(data)  # where it goes
-        if end < len(data) or start < end and not closed:
+        self.head = self.cross if closing >= 0 else self.joint + MARK + nl  # before a record
+        self.tail = closing if closing >= 0 else len(data)  # where the next record goes
+        if end < len(data) or start < end and closing < 0:
             self.tail = -1  # code after the block, or a block cut short: a rewrite
         self.block = data[start : self.tail]  # as read, up to where this process appends
         self.size = len(data)  # (last: a load that an interrupt cut short is done again)
@@ -163,47 +165,51 @@ class _Script:
     def write(self, key: "str | None", change: "Callable | None", new: "Any" = None) -> "Any":
         """Under both locks, store change(the latest value) or new as key's value, or compact."""
         if self.pid != os.getpid():  # a forked child: its own thread lock and its own file
-            self.pid, self.mutex, self.fd = os.getpid(), RLock(), -1
+            with _forked:  # (only children take it: no fork finds it held)
+                if self.pid != os.getpid():
+                    self.mutex, self.fd, self.pid = RLock(), -1, os.getpid()
         if self.mutex._is_owned():  # a signal handler, or update()'s function, mid-write
             raise CabooseError(self.path, "a write began inside another write of the file")
-        self.mutex.acquire()
-        try:
-            while True:  # flock the file that has the script's name now
-                if self.fd < 0:
-                    self.fd, self.size = os.open(self.path, os.O_RDWR), -1
-                flock(self.fd, LOCK_EX)
-                stat = os.fstat(self.fd)
-                if stat.st_nlink:
-                    break
-                fd, self.fd = self.fd, -1  # renamed over, as by a compaction
-                flock(fd, LOCK_UN)
-                os.close(fd)
-            if stat.st_size != self.size:  # another process wrote, or an editor saved
-                self.load(self.fd)
-            if key is None:
-                return self.compact({})
-            value = change(self.values[key][0]) if change else new
-            text, nl = _text(value, self.path), self.nl
-            if self.tail < 0 or self.dead > COMPACT_AFTER and self.dead > self.size // 2:
-                self.compact({key: (0, text)})  # the block rewritten, with this record
-            else:  # one write; however much of it lands, every line is a comment
+        with self.mutex:  # (a with: no interrupt comes between taking it and the try)
+            try:
+                while True:  # flock the file that has the script's name now
+                    if self.fd < 0:
+                        self.fd, self.size = os.open(self.path, os.O_RDWR), -1
+                    flock(self.fd, LOCK_EX)
+                    stat = os.fstat(self.fd)  # renamed over, as by a compaction? (a hard link
+                    linked = stat.st_nlink != 1 or self.links != 1  # keeps the old file alive)
+                    if not linked or os.stat(self.path).st_ino == stat.st_ino:
+                        break
+                    fd, self.fd = self.fd, -1
+                    flock(fd, LOCK_UN)
+                    os.close(fd)
+                self.links = stat.st_nlink
+                if stat.st_size != self.size:  # another process wrote, or an editor saved
+                    self.load(self.fd)
+                if key is None:
+                    return self.compact({})
+                value = change(self.values[key][0]) if change else new
+                text, nl = _text(value, self.path), self.nl
+                if self.tail < 0 or self.dead > COMPACT_AFTER and self.dead > self.size // 2:
+                    self.compact({key: (0, text)})  # the block rewritten, with this record
+                    self.values[key] = [value, text]
+                    return value
                 data = f"{self.head}# {key} = {text}{nl}{CLOSE}{nl}".encode()
-                self.dead += len(data) if self.head == self.cross else 0  # (a new block: none)
-                if os.pwrite(self.fd, data, self.tail) < len(data):
-                    raise OSError(28, "No space left on device")
+                self.dead += len(data) if self.head == self.cross else 0  # (a new block: 0)
+                if os.pwrite(self.fd, data, self.tail) < len(data):  # one write: whatever
+                    raise OSError(28, "No space left on device")  # lands of it is comments
                 if SYNC:
                     os.fsync(self.fd)
+                self.values[key] = [value, text]  # (then the state that says it is written)
                 self.records[key], self.head = (0, text), self.cross
                 self.tail += len(data) - len(CLOSE + nl)
                 self.size = self.tail + len(CLOSE + nl)  # (last: if interrupted, reread)
-            self.values[key] = [value, text]
-            return value
-        except OSError as error:
-            raise CabooseError(self.path, f"cannot write: {error}") from None
-        finally:
-            if self.fd >= 0:
-                flock(self.fd, LOCK_UN)
-            self.mutex.release()
+                return value
+            except OSError as error:
+                raise CabooseError(self.path, f"cannot write: {error}") from None
+            finally:
+                if self.fd >= 0:
+                    flock(self.fd, LOCK_UN)
 
     def compact(self, pending: "dict[str, tuple[int, str]]") -> None:
         """Write the code and the live records beside the script, fsync, and rename it over."""

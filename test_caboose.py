@@ -458,6 +458,13 @@ class ScriptBytesAreKept(ScriptCase):
         self.run_script("s.py")
         self.assertEqual(self.read("s.py"), original + b"# /// caboose\r\n# a = 2\r\n# ///\r\n")
 
+    def test_old_mac_line_endings_keep_the_code_and_store_values(self):
+        original = b"from caboose import Value\rn = Value(0)\rn += 1\rprint(n.value)\r"
+        self.write("s.py", original)
+        self.assertEqual([self.output("s.py") for _ in range(3)], [["1"], ["2"], ["3"]])
+        self.assertTrue(self.read("s.py").startswith(original))
+        self.assertCompiles("s.py")
+
     def test_shebang_encoding_and_mode_are_kept(self):
         original = (
             "#!/usr/bin/env python3\n# -*- coding: latin-1 -*-\n"
@@ -821,6 +828,13 @@ class TheTrailerFormat(ScriptCase):
         self.assertEqual(self.output("s.py"), ["5"])
         self.assertIn(b"# a = 6\n", self.read("s.py"))
 
+    def test_a_note_with_an_equals_sign_in_the_block_is_no_record(self):
+        self.write(
+            "s.py", COUNTER + "# /// caboose\n# # set a = 0 to start again\n# a = 4\n# ///\n"
+        )
+        self.assertEqual(self.output("s.py"), ["4"])
+        self.assertIn(b"# a = 5\n", self.read("s.py"))
+
     def test_later_assignment_wins(self):
         self.write("s.py", COUNTER + "# /// caboose\n# a = 1\n# b = 0\n# a = 7\n# ///\n")
         self.assertEqual(self.output("s.py"), ["7"])
@@ -938,6 +952,30 @@ class TheApi(ScriptCase):
         """,
         )
         self.assertEqual(self.run_script("s.py").stdout, "Value('runs', 3)\n" * 2)
+
+    def test_a_value_that_cannot_be_stored_nor_shown_is_refused_with_caboose_error(self):
+        self.write(
+            "s.py",
+            """\
+            import threading
+            from caboose import CabooseError, Value
+
+            class Odd:
+                def __repr__(self):
+                    raise RuntimeError("no repr")
+
+                def __reduce__(self):
+                    raise TypeError("no pickle")
+
+            a = Value(0)
+            try:
+                a.value = Odd()
+            except CabooseError as error:
+                print(str(error).startswith("caboose: "), "cannot store" in str(error))
+            print(a.value)
+        """,
+        )
+        self.assertEqual(self.output("s.py"), ["True", "True", "0"])
 
     def test_truth_of_a_value_is_the_truth_of_its_value(self):
         self.write(
@@ -1302,6 +1340,52 @@ class Concurrency(ScriptCase):
         """,
         )
         self.assertEqual(self.output("s.py"), ["800"])
+
+    def test_threads_racing_to_make_the_first_write_lose_nothing_and_never_hang(self):
+        self.write(
+            "s.py",
+            """\
+            import threading
+            from caboose import Value
+            n = Value(0)
+            start = threading.Barrier(8)
+            def work():
+                start.wait()
+                for _ in range(10):
+                    n.update(lambda v: v + 1)
+            threads = [threading.Thread(target=work) for _ in range(8)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            print(n.value)
+        """,
+        )
+        runs = [self.output("s.py", timeout=20) for _ in range(5)]  # each: a first write
+        self.assertEqual(runs, [["80"], ["160"], ["240"], ["320"], ["400"]])
+
+    def test_write_after_another_process_compacted_a_hard_linked_script_goes_to_it(self):
+        self.write(
+            "s.py",
+            """\
+            import subprocess, sys
+            from caboose import Value
+            a = Value(0)
+            b = Value(0)
+            if sys.argv[1:] == ["other"]:
+                a.value = 5
+                a.value = 6  # a line crossed out: this run compacts at exit
+                sys.exit()
+            a.value = 1  # this process now holds the hard-linked file open
+            subprocess.run([sys.executable, __file__, "other"], check=True)
+            b.value = 3  # the old file keeps its other link: the path tells
+            print(a.value, b.value)
+        """,
+        )
+        os.link(self.path("s.py"), self.path("backup.py"))
+        self.assertEqual(self.output("s.py"), ["6", "3"])
+        self.assertEqual(self.stored_values("s.py"), {"a": 6, "b": 3})
+        self.assertNotIn(b"# b = ", self.read("backup.py"))
 
     def test_sync_fsyncs_every_write(self):
         self.write(
