@@ -86,7 +86,7 @@ class ScriptCase(unittest.TestCase):
 
     # the names a value in the block may use, as caboose reads it: no builtins
     NAMES = {"nan": float("nan"), "inf": float("inf"), "set": set, "frozenset": frozenset}
-    NAMES.update(complex=complex, pickle=lambda text: pickle.loads(base64.b64decode(text)))
+    NAMES.update(complex=complex)
 
     def stored_values(self, name):
         """Key -> value of the block of NAME, read as caboose reads it (a later line wins)."""
@@ -1647,50 +1647,33 @@ VALUE_NAMES = {
     "set": set,
     "frozenset": frozenset,
     "complex": complex,
-    "pickle": lambda text: pickle.loads(base64.b64decode(text)),
 }
 
 
 def value_of(text):
-    """A value's text in the block (`12`, `'x'`, `set()`, `pickle('...')`) as its value."""
+    """A value's text in the block (`12`, `'x'`, `set()`, `nan`) as its value."""
     return eval(text, {"__builtins__": {}}, dict(VALUE_NAMES))
 
 
 def trailer_texts(data):
-    """The KEY = VALUE texts of the last caboose block in data, in order (no blanks).
+    """The KEY = VALUE texts of the caboose block in data, in order.
 
-    A block without its closing line was cut short by a kill in mid-write: Linux
-    stops a long write at a page boundary on SIGKILL, which can leave a partial
-    last line, or a few new bytes over the start of the old closing line.  Its
-    complete assignments count, a last line that is no assignment does not, as
-    the README promises.
+    The block is open: it starts at the last line that is exactly '# /// caboose' (LF or
+    CRLF) and runs to the end of the file, one '# KEY = VALUE' line each. A last line
+    without its newline is a write a kill cut short (Linux stops a long write at a page
+    boundary on SIGKILL): it does not count, as the README promises.
     """
-    lines = [line.decode("latin-1") for line in data.splitlines(True)]  # as Python splits
-    marks = [n for n, line in enumerate(lines) if line.rstrip("\r\n") == "# /// caboose"]
-    if not marks:
+    framed = b"\n" + data
+    start = max(framed.rfind(b"\n# /// caboose\n"), framed.rfind(b"\n# /// caboose\r\n"))
+    if start < 0:
         return []
-    texts = []
-    for line in lines[marks[-1] + 1 :]:
-        if line.rstrip("\r\n") == "# ///":
-            return [text for text in texts if text.strip()]
-        if not line[2:].startswith("#"):  # "# ###": a closing line an update crossed out
-            texts.append(line[2:].rstrip("\r\n"))
-    if texts and not (lines[-1].endswith("\n") and is_assignment(texts[-1])):
-        texts.pop()
-    return [text for text in texts if text.strip()]
+    lines = framed[start + 1 :].split(b"\n")[1:-1]  # the mark, then whole lines only
+    return [line.rstrip(b"\r").decode("latin-1")[2:] for line in lines]
 
 
-def is_assignment(text):
-    key, equals, value = text.partition(" = ")
-    try:
-        compile(value, "<value>", "eval")
-    except (SyntaxError, ValueError):
-        return False
-    return bool(equals) and all(part.isidentifier() for part in key.split("."))
-
-
-def block_is_closed(data):
-    return data.rstrip(b"\r\n").endswith(b"\n# ///")
+def block_is_whole(data):
+    """No last line cut short: the file ends with a newline."""
+    return data.endswith(b"\n")
 
 
 def trailer_values(data):
@@ -1704,7 +1687,7 @@ def trailer_values(data):
 
 def code_above_block(data):
     """The bytes before the last line that is exactly '# /// caboose'."""
-    index = data.rfind(b"\n# /// caboose")
+    index = max(data.rfind(b"\n# /// caboose\n"), data.rfind(b"\n# /// caboose\r\n"))
     return data if index < 0 else data[: index + 1]
 
 
@@ -1758,9 +1741,9 @@ class ReliabilityCase(ScriptCase):
         return line
 
     def stored(self, name):
-        """Key -> value of NAME's block, read from the file's bytes: its block is closed."""
+        """Key -> value of NAME's block, read from the file's bytes: no line is cut short."""
         data = self.read(name)
-        self.assertTrue(block_is_closed(data), f"{name} ends {data[-60:]!r}")
+        self.assertTrue(block_is_whole(data), f"{name} ends {data[-60:]!r}")
         return trailer_values(data)
 
     def assertIntactCode(self, name, code):
@@ -1883,7 +1866,7 @@ class KillLane:
             last=int(printed[-1]) if printed else None,
             code_intact=code_above_block(data) == self.code,
             compile_error=compile_error(self.script),
-            cut_short=not block_is_closed(data),
+            cut_short=not block_is_whole(data),
             values={},
             parse_error=None,
             temp_files=[e for e in os.listdir(self.folder) if ".caboose-" in e],
