@@ -85,7 +85,7 @@ def _parse(data: bytes, path: str) -> "tuple[int, int, int, dict[str, tuple[int,
         records[key] = (number, text)
     end = len(data) - len(lines[-1])
     if lines[-1] and not _is_cut(lines[-1].decode("latin-1"), data[:end], path):
-        raise CabooseError(f"{path}:{first + len(lines) - 1}", "expected '# KEY = VALUE' lines")
+        raise CabooseError(f"{path}:{first + len(lines) - 1}", "expected '# KEY = VALUE' in ASCII")
     return start, first, end, records
 
 
@@ -131,8 +131,8 @@ class _Script:
         self.size = len(data) if self.end == len(data) else -1  # a cut line: always reread
         return data
 
-    def write(self, where: "Any", key: "str | None", change: "Callable | None") -> "Any":
-        """Under both locks, store change(the latest value) as key's value; no key: compact."""
+    def write(self, where: "Any", key: "str | None", change: "Any", new: "Any" = None) -> "Any":
+        """Under both locks, store change(the latest value) or new as key's value, or compact."""
         if self.pid != os.getpid():  # a forked child: its own thread lock and its own file
             self.mutex, self.fd, self.pid = RLock(), -1, os.getpid()
         if self.mutex._is_owned():  # a signal handler, or update()'s function, mid-write
@@ -152,7 +152,7 @@ class _Script:
                     self.load(self.fd)
                 if key is None:
                     return self.compact()
-                value = change(self.values[key])
+                value = change(self.values[key]) if change else new
                 text = _text(value, where)
                 line = f"{self.head}# {key} = {text}\n".encode()
                 if self.end < stat.st_size:
@@ -255,7 +255,7 @@ class Value:
 
     @value.setter
     def value(self, new: "Any") -> None:
-        self._script.write(sys._getframe(1), self.key, lambda old: new)
+        self._script.write(sys._getframe(1), self.key, None, new)
 
     def update(self, change: "Callable[[Any], Any]") -> "Any":
         """Store change(the latest stored value) under the lock, across processes; return it."""
