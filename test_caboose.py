@@ -81,25 +81,53 @@ class ScriptCase(unittest.TestCase):
         compiled = os.path.join(self.folder, "compiled.pyc")
         py_compile.compile(self.path(name), cfile=compiled, doraise=True)
 
+    def assertRefusedAt(self, name, line, what=""):
+        """Running NAME fails with a CabooseError naming its line LINE (and WHAT, a pattern),
+        and the file stays as it was."""
+        before = self.read(name)
+        result = self.run_script(name, check=False)
+        self.assertNotEqual(result.returncode, 0, result.stdout)
+        self.assertRegex(
+            result.stderr, rf"CabooseError: caboose: \S*{re.escape(name)}:{line}: {what}"
+        )
+        self.assertEqual(self.read(name), before)
+        return result
+
     def temp_files(self):
         return [entry for entry in os.listdir(self.folder) if ".caboose-" in entry]
 
-    # the names a value in the block may use, as caboose reads it: no builtins
-    NAMES = {"nan": float("nan"), "inf": float("inf"), "set": set, "frozenset": frozenset}
-    NAMES.update(complex=complex)
-
     def stored_values(self, name):
-        """Key -> value of the block of NAME, read as caboose reads it (a later line wins)."""
-        values = {}
-        for text in trailer_texts(self.read(name)):
-            key, _, value = text.partition(" = ")
-            values[key.strip()] = eval(value, {"__builtins__": {}}, dict(self.NAMES))
-        return values
+        """Key -> value of NAME's block, read as caboose reads it: no builtins, only the names
+        nan, inf, set, frozenset and complex; a later line wins; a cut last line does not count."""
+        return trailer_values(self.read(name))
 
     def stored_line(self, name, key):
         """The last '# KEY = ...' line of NAME's block, without its line ending."""
         lines = [text for text in trailer_texts(self.read(name)) if text.startswith(key + " = ")]
         return "# " + lines[-1] if lines else None
+
+    @staticmethod
+    def unwritable_to_root():
+        """For a child of root: a preexec_fn that makes it obey file modes, as other users do.
+
+        Root may write any file.  Without CAP_DAC_OVERRIDE (dropped from the bounding set, so
+        that exec does not give it back), root is held to the owner's mode bits: chmod 444 then
+        keeps it from writing a file it owns, and chmod 555 from making a file in a folder it
+        owns.  (Running as another user is no way here: the interpreter may live under a folder
+        only root may enter, as /root/.pyenv does.)  None when this process is not root.
+        """
+        if os.geteuid() != 0:
+            return None
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        PR_CAPBSET_DROP, CAP_DAC_OVERRIDE = 24, 1
+
+        def drop():
+            if libc.prctl(PR_CAPBSET_DROP, CAP_DAC_OVERRIDE, 0, 0, 0) != 0:
+                raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP, CAP_DAC_OVERRIDE)")
+
+        return drop
 
 
 COUNTER = """\
@@ -115,11 +143,26 @@ class TheSeedExample(ScriptCase):
         self.write("s.py", COUNTER)
         self.assertEqual([self.output("s.py")[0] for _ in range(3)], ["0", "1", "2"])
 
-    def test_trailer_is_a_pep723_style_block(self):
+    def test_the_block_is_the_mark_and_one_line_a_key_at_the_end_with_no_closing_line(self):
         self.write("s.py", COUNTER)
         self.run_script("s.py")
-        tail = self.read("s.py").decode().splitlines()[-3:]
-        self.assertEqual(tail, ["# /// caboose", "# a = 1", "# ///"])
+        self.assertEqual(self.read("s.py"), COUNTER.encode() + b"# /// caboose\n# a = 1\n")
+        self.run_script("s.py")
+        self.assertEqual(self.read("s.py"), COUNTER.encode() + b"# /// caboose\n# a = 2\n")
+
+    def test_each_write_appends_one_line_and_the_first_the_mark_too(self):
+        code = "import os\nfrom caboose import Value\na = Value(0)\nb = Value(0)\n"
+        code += "a.value = 1\nb.value = 5\na.value = 2\nos._exit(0)  # no exit handler\n"
+        self.write("s.py", code)
+        self.run_script("s.py")
+        block = b"# /// caboose\n# a = 1\n# b = 5\n# a = 2\n"
+        self.assertEqual(self.read("s.py"), code.encode() + block)
+
+    def test_the_exit_compaction_also_runs_in_the_run_that_made_the_block(self):
+        code = "from caboose import Value\na = Value(0)\na.value = 1\na.value = 2\n"
+        self.write("s.py", code)
+        self.run_script("s.py")
+        self.assertEqual(self.read("s.py"), code.encode() + b"# /// caboose\n# a = 2\n")
 
     def test_reading_only_leaves_file_unchanged(self):
         self.write("s.py", COUNTER)
@@ -135,7 +178,8 @@ class TheSeedExample(ScriptCase):
         script = "from caboose import Value\n" + "".join(f"{k} = Value(0)\n" for k in names)
         script += f"print([{', '.join(name + '.value' for name in names)}])\n"
         block = "".join(f"# {name} = {text}\n" for name, text in zip(names, spellings))
-        self.write("s.py", script + "# /// caboose\n" + block + "# ///\n", dedent=False)
+        block += "# k0 = 0x10\n"  # a line a later one supersedes: no compaction either
+        self.write("s.py", script + "# /// caboose\n" + block, dedent=False)
         os.utime(self.path("s.py"), ns=(1_000_000_000_000_000_000, 1_000_000_000_000_000_000))
         before = self.read("s.py")
         self.assertEqual(
@@ -151,7 +195,7 @@ class TheSeedExample(ScriptCase):
         self.run_script("s.py")
         self.run_script("s.py")
         self.assertEqual(self.read("s.py").count(b"# a = "), 1)
-        self.assertIn(b"# a = 100\n", self.read("s.py"))
+        self.assertTrue(self.read("s.py").endswith(b"\n# /// caboose\n# a = 100\n"))
 
 
 class StoredValuesWin(ScriptCase):
@@ -166,7 +210,6 @@ class StoredValuesWin(ScriptCase):
                     print(repr(x.value))
                     # /// caboose
                     # x = {stored}
-                    # ///
                 """,
                 )
                 self.assertEqual(self.run_script("s.py").stdout.strip(), stored)
@@ -220,7 +263,7 @@ class Keys(ScriptCase):
         )
         self.run_script("s.py")
         self.assertEqual(self.output("s.py"), ["6"])
-        self.assertIn(b"# total = 6\n", self.read("s.py"))
+        self.assertTrue(self.read("s.py").endswith(b"\n# /// caboose\n# total = 6\n"))
 
     def assertKeysInEveryScope(self, code, lines, output=None):
         """CODE, run at module level and inside a function, leaves a block of these LINES."""
@@ -231,12 +274,13 @@ class Keys(ScriptCase):
         }
         for scope, text in scopes.items():
             with self.subTest(scope=scope):
-                self.write("s.py", "from caboose import Value\n" + text, dedent=False)
+                script = "from caboose import Value\n" + text
+                self.write("s.py", script, dedent=False)
                 result = self.run_script("s.py")
                 if output is not None:
                     self.assertEqual(result.stdout.split(), output)
-                block = "".join(f"{line}\n" for line in ["# /// caboose", *lines, "# ///"])
-                self.assertTrue(self.read("s.py").endswith(block.encode()), self.read("s.py"))
+                block = "".join(f"{line}\n" for line in ["# /// caboose", *lines])
+                self.assertEqual(self.read("s.py"), (script + block).encode())
 
     def test_name_target_gives_its_key(self):
         self.assertKeysInEveryScope("a = Value(0)\na.value = 2\n", ["# a = 2"])
@@ -338,20 +382,23 @@ class Keys(ScriptCase):
                 result = self.run_script("s.py", check=False)
                 self.assertRegex(result.stderr, r"CabooseError: caboose: .*s\.py:2: .*key=")
 
-    def test_same_derived_key_at_two_sites_is_an_error(self):
+    def test_two_values_with_the_same_key_in_one_file_share_one_value(self):
         self.write(
             "s.py",
             """\
             from caboose import Value
             count = Value(0)
             def f():
-                count = Value(1)
-            f()
+                count = Value(1)  # the key "count" again: the same stored value
+                count.value += 5
+                return count
+            inner = f()
+            print(count.value, inner.value)
         """,
         )
-        result = self.run_script("s.py", check=False)
-        message = r"caboose: .*s\.py:4: 'count' is the key of another Value here: pass key="
-        self.assertRegex(result.stderr, message)
+        self.assertEqual(self.output("s.py"), ["5", "5"])
+        self.assertEqual(self.output("s.py"), ["10", "10"])
+        self.assertEqual(self.stored_values("s.py"), {"count": 10})
 
     def test_explicit_keys_may_be_shared(self):
         self.write(
@@ -365,6 +412,23 @@ class Keys(ScriptCase):
         """,
         )
         self.assertEqual(self.output("s.py"), ["4"])
+
+    def test_an_explicit_key_separates_two_values_of_one_name(self):
+        self.write(
+            "s.py",
+            """\
+            from caboose import Value
+            count = Value(0)
+            def f():
+                count = Value(0, key="inner")
+                count.value += 5
+            f()
+            count.value += 1
+            print(count.value)
+        """,
+        )
+        self.assertEqual(self.output("s.py"), ["1"])
+        self.assertEqual(self.stored_values("s.py"), {"inner": 5, "count": 1})
 
     def test_bad_explicit_key_is_an_error(self):
         for key in ["1x", "a-b", "a..b", "", ".a", "caf\\u00e9", "a b"]:
@@ -399,7 +463,7 @@ class Keys(ScriptCase):
         main = self.read("main.py")
         self.assertEqual(self.output("main.py") + self.output("main.py"), ["1", "2"])
         self.assertEqual(self.read("main.py"), main)
-        self.assertIn(b"# hits = 2\n", self.read("helper.py"))
+        self.assertTrue(self.read("helper.py").endswith(b"\n# /// caboose\n# hits = 2\n"))
 
     def test_chdir_after_import_does_not_matter(self):
         self.write(
@@ -413,7 +477,7 @@ class Keys(ScriptCase):
         """,
         )
         self.run_script("s.py")
-        self.assertIn(b"# a = 1\n", self.read("s.py"))
+        self.assertTrue(self.read("s.py").endswith(b"\n# /// caboose\n# a = 1\n"))
 
     def test_no_source_file_is_an_error(self):
         code = "from caboose import Value\nValue(0, key='x')\n"
@@ -449,20 +513,32 @@ class ScriptBytesAreKept(ScriptCase):
         original = b"from caboose import Value\na = Value(0)\na.value = 1"
         self.write("s.py", original)
         self.run_script("s.py")
-        self.assertEqual(self.read("s.py"), original + b"\n# /// caboose\n# a = 1\n# ///\n")
+        self.assertEqual(self.read("s.py"), original + b"\n# /// caboose\n# a = 1\n")
 
-    def test_crlf_file_keeps_crlf(self):
+    def test_crlf_code_keeps_crlf_and_the_block_is_written_in_lf(self):
         original = b"from caboose import Value\r\na = Value(0)\r\na.value += 1\r\n"
         self.write("s.py", original)
         self.run_script("s.py")
         self.run_script("s.py")
-        self.assertEqual(self.read("s.py"), original + b"# /// caboose\r\n# a = 2\r\n# ///\r\n")
+        self.assertEqual(self.read("s.py"), original + b"# /// caboose\n# a = 2\n")
+
+    def test_a_hand_written_crlf_block_is_read_and_the_next_write_appends_lf_lines(self):
+        original = b"import os\r\nfrom caboose import Value\r\na = Value(0)\r\nb = Value(0)\r\n"
+        original += b"print(a.value, b.value)\r\na.value += 1\r\nos._exit(0)\r\n"
+        self.write("s.py", original + b"# /// caboose\r\n# a = 4\r\n# b = 7\r\n")
+        self.assertEqual(self.output("s.py"), ["4", "7"])
+        block = b"# /// caboose\r\n# a = 4\r\n# b = 7\r\n# a = 5\n"
+        self.assertEqual(self.read("s.py"), original + block)
+        self.write("s.py", original.replace(b"os._exit(0)", b"pass") + block)
+        self.assertEqual(self.output("s.py"), ["5", "7"])  # and the exit compaction writes LF
+        block = b"# /// caboose\n# a = 6\n# b = 7\n"
+        self.assertEqual(self.read("s.py"), original.replace(b"os._exit(0)", b"pass") + block)
 
     def test_old_mac_line_endings_keep_the_code_and_store_values(self):
-        original = b"from caboose import Value\rn = Value(0)\rn += 1\rprint(n.value)\r"
+        original = b"from caboose import Value\rn = Value(0)\rn.value += 1\rprint(n.value)\r"
         self.write("s.py", original)
         self.assertEqual([self.output("s.py") for _ in range(3)], [["1"], ["2"], ["3"]])
-        self.assertTrue(self.read("s.py").startswith(original))
+        self.assertEqual(self.read("s.py"), original + b"\n# /// caboose\n# n = 3\n")
         self.assertCompiles("s.py")
 
     def test_shebang_encoding_and_mode_are_kept(self):
@@ -475,7 +551,7 @@ class ScriptBytesAreKept(ScriptCase):
         os.chmod(self.path("s.py"), 0o751)
         self.assertEqual(self.run_script("s.py").stdout, "caf\xe9!\n")
         self.assertEqual(self.run_script("s.py").stdout, "caf\xe9!!\n")
-        self.assertCodeKept(original)
+        self.assertEqual(self.read("s.py"), original + b"# /// caboose\n# name = 'caf\\xe9!!'\n")
         self.assertEqual(os.stat(self.path("s.py")).st_mode & 0o777, 0o751)
 
     def test_bom_is_kept(self):
@@ -483,47 +559,35 @@ class ScriptBytesAreKept(ScriptCase):
         self.write("s.py", original)
         self.run_script("s.py")
         self.run_script("s.py")
-        self.assertCodeKept(original)
-        self.assertTrue(self.read("s.py").endswith(b"# a = 2\n# ///\n"))
-
-    def test_code_after_the_block_is_kept_and_runs(self):
-        self.write("s.py", COUNTER)
-        self.run_script("s.py")
-        with open(self.path("s.py"), "a") as file:
-            file.write("print('after', a.value)\n")
-        self.assertEqual(self.output("s.py"), ["1", "after", "2"])
-        self.assertEqual(self.output("s.py"), ["2", "after", "3"])
+        self.assertEqual(self.read("s.py"), original + b"# /// caboose\n# a = 2\n")
         self.assertCompiles("s.py")
-        self.assertEqual(self.read("s.py").count(b"# /// caboose"), 1)
 
-    def test_block_text_inside_a_string_is_not_the_block(self):
-        decoy = 'DOC = """\n# /// caboose\n# a = 99\n# ///\n"""\n'
-        original = (decoy + textwrap.dedent(COUNTER) + decoy.replace("DOC", "END")).encode()
-        self.write("s.py", original)
-        self.assertEqual(self.output("s.py") + self.output("s.py"), ["0", "1"])
-        self.assertCodeKept(original)
+    def test_block_text_in_a_string_above_the_code_is_not_the_block(self):
+        decoy = 'DOC = """\n# /// caboose\n# a = 99\n"""\n'
+        original = (decoy + textwrap.dedent(COUNTER)).encode()
+        self.write("s.py", original + b"# /// caboose\n# a = 5\n")
+        self.assertEqual(self.output("s.py") + self.output("s.py"), ["5", "6"])
+        self.assertEqual(self.read("s.py"), original + b"# /// caboose\n# a = 7\n")
 
     def test_pep723_script_block_is_untouched(self):
         header = '# /// script\n# requires-python = ">=3.9"\n# dependencies = []\n# ///\n'
         original = (header + textwrap.dedent(COUNTER)).encode()
         self.write("s.py", original)
         self.assertEqual(self.output("s.py") + self.output("s.py"), ["0", "1"])
-        self.assertCodeKept(original)
+        self.assertEqual(self.read("s.py"), original + b"# /// caboose\n# a = 2\n")
 
-    def test_pep723_script_block_at_the_end_stays_a_block_of_its_own(self):
+    def test_pep723_readers_never_take_the_block_for_metadata(self):
+        # the caboose block has no closing line, so the PEP's pattern never matches it, not
+        # even right after a script block at the end of the file
         footer = '# /// script\n# requires-python = ">=3.9"\n# ///\n'
         self.write("s.py", textwrap.dedent(COUNTER) + footer)
         self.assertEqual([self.output("s.py")[0] for _ in range(3)], ["0", "1", "2"])
-        self.assertIn(b"\n# ///\n\n# /// caboose\n", self.read("s.py"))  # one blank line, once
-        self.assertNotIn(b"\n\n\n", self.read("s.py"))
+        data = self.read("s.py")
+        self.assertTrue(data.endswith(b"\n# ///\n# /// caboose\n# a = 3\n"), data[-60:])
         # the reference reader of PEP 723, as the PEP gives it
         pattern = r"(?m)^# /// (?P<type>[a-zA-Z0-9-]+)$\s(?P<content>(^#(| .*)$\s)+)^# ///$"
-        blocks = [
-            (m["type"], m["content"]) for m in re.finditer(pattern, self.read("s.py").decode())
-        ]
-        self.assertEqual(
-            blocks, [("script", '# requires-python = ">=3.9"\n'), ("caboose", "# a = 3\n")]
-        )
+        blocks = [(m["type"], m["content"]) for m in re.finditer(pattern, data.decode())]
+        self.assertEqual(blocks, [("script", '# requires-python = ">=3.9"\n')])
 
     def test_first_write_appends_the_block_in_place(self):
         original = textwrap.dedent("""\
@@ -537,14 +601,34 @@ class ScriptBytesAreKept(ScriptCase):
         inode = os.stat(self.path("s.py")).st_ino
         self.run_script("s.py")
         self.assertEqual(os.stat(self.path("s.py")).st_ino, inode)  # no temporary file, no rename
-        self.assertEqual(self.read("s.py"), original + b"# /// caboose\n# a = 1\n# ///\n")
+        self.assertEqual(self.read("s.py"), original + b"# /// caboose\n# a = 1\n")
 
     def test_symlink_writes_to_the_target(self):
         self.write("real.py", COUNTER)
         os.symlink("real.py", self.path("link.py"))
         self.assertEqual(self.output("link.py") + self.output("link.py"), ["0", "1"])
         self.assertTrue(os.path.islink(self.path("link.py")))
-        self.assertIn(b"# a = 2\n", self.read("real.py"))
+        self.assertEqual(self.read("real.py"), COUNTER.encode() + b"# /// caboose\n# a = 2\n")
+
+
+NOT_LITERALS = {  # values whose ascii() does not read back as the same: their type's name
+    "datetime.datetime(2024, 2, 29, 12, 30)": "datetime",
+    "datetime.date(2024, 2, 29)": "date",
+    "collections.deque([1, 2])": "deque",
+    "collections.OrderedDict(a=1)": "OrderedDict",
+    "collections.Counter('abb')": "Counter",
+    "decimal.Decimal('1.50')": "Decimal",
+    "Color.RED": "Color",
+    "Scale(2)": "Scale",
+    "lambda: 1": "function",
+    "object()": "object",
+    "{'k': [object()]}": "dict",
+    "complex(0, -1)": "complex",  # ascii: -1j, which reads back as complex(-0.0, -1.0)
+    "complex(1, -0.0)": "complex",  # (1-0j): its imaginary zero comes back positive
+    "-1j": "complex",  # (-0-1j)
+    "[complex(1, math.inf)]": "list",  # (1+infj): no name infj
+    "deep": "list",  # nested 250 deep: deeper than the parser goes
+}
 
 
 class TheTrailerFormat(ScriptCase):
@@ -579,7 +663,7 @@ class TheTrailerFormat(ScriptCase):
         for expression, line in cases.items():
             with self.subTest(expression=expression):
                 self.assertEqual(self.roundtrip(expression), "True")
-                self.assertIn(line.encode() + b"\n", self.read("s.py"))
+                self.assertTrue(self.read("s.py").endswith(line.encode() + b"\n"))
                 self.assertTrue(self.read("s.py").split(b"# /// caboose")[1].isascii())
 
     def test_nan_and_infinities_round_trip(self):
@@ -590,109 +674,143 @@ class TheTrailerFormat(ScriptCase):
             from caboose import Value
             x = Value(None)
             if sys.argv[1:]:
-                x.value = [float("nan"), float("inf"), -float("inf"), complex(1, float("inf"))]
+                x.value = [float("nan"), float("inf"), -float("inf")]
             else:
-                nan, inf, minus, c = x.value
-                print(math.isnan(nan), inf == math.inf, minus == -math.inf, c.imag == math.inf)
+                nan, inf, minus = x.value
+                print(math.isnan(nan), inf == math.inf, minus == -math.inf)
         """,
         )
         self.run_script("s.py", "set")
-        self.assertEqual(self.output("s.py"), ["True"] * 4)
+        self.assertEqual(self.stored_line("s.py", "x"), "# x = [nan, inf, -inf]")
+        self.assertEqual(self.output("s.py"), ["True"] * 3)
 
-    def test_complex_numbers_keep_the_signs_of_their_zeros(self):
-        # the texts of a list of them may read back as other numbers made of the same characters
-        cases = {
-            "mixed": "[complex(1, zero), complex(zero, 1), complex(zero, zero), complex(0, -inf)]",
-            "alone": "[complex(0, -1)]",
-            "swapped": "[complex(0, -1), complex(zero, -1)]",
-            "in a set": "{complex(0, -1), complex(zero, -2)}",
-        }
-        for case, numbers in cases.items():
-            with self.subTest(case=case):
-                self.write(
-                    "s.py",
-                    f"""\
-                    import math, sys
-                    from caboose import Value
-                    x = Value(None)
-                    zero, inf = -0.0, math.inf
-                    numbers = {numbers}
-                    if sys.argv[1:]:
-                        x.value = numbers
-                    else:
-                        signs = lambda z: (math.copysign(1, z.real), math.copysign(1, z.imag))
-                        parts = lambda zs: [(signs(z), z.real, z.imag) for z in zs]
-                        order = sorted if isinstance(numbers, set) else list
-                        print(order(parts(x.value)) == order(parts(numbers)))
-                """,
-                )
-                self.run_script("s.py", "set")
-                self.assertEqual(self.output("s.py"), ["True"], self.stored_line("s.py", "x"))
+    def test_complex_numbers_that_read_back_keep_the_signs_of_their_parts(self):
+        cases = ["complex(1, 2)", "complex(0, 1)", "complex(-1, 2)", "complex(1, -2)", "0j"]
+        numbers = f"[{', '.join(cases)}, {{complex(0, 3), complex(3, -1)}}]"
+        self.write(
+            "s.py",
+            f"""\
+            import math, sys
+            from caboose import Value
+            x = Value(None)
+            numbers = {numbers}
+            if sys.argv[1:]:
+                x.value = numbers
+            else:
+                signs = lambda z: (math.copysign(1, z.real), math.copysign(1, z.imag))
+                print([signs(z) for z in x.value[:-1]] == [signs(z) for z in numbers[:-1]])
+                print(x.value == numbers, sorted(map(signs, x.value[-1])))
+        """,
+        )
+        self.run_script("s.py", "set")
+        line = self.stored_line("s.py", "x")
+        self.assertTrue(line.startswith("# x = [(1+2j), 1j, (-1+2j), (1-2j), 0j, {"), line)
+        self.assertEqual(self.run_script("s.py").stdout, "True\nTrue [(1.0, -1.0), (1.0, 1.0)]\n")
+
+    def test_a_value_that_is_no_literal_is_refused_naming_the_callers_line_before_writing(self):
+        script = textwrap.dedent("""\
+            import collections, datetime, decimal, enum, math, sys
+            from caboose import CabooseError, Value
+
+            class Color(enum.Enum):
+                RED = 1
+
+            class Scale(int):  # its ascii() reads back as a plain int
+                pass
+
+            deep = []
+            for _ in range(249):
+                deep = [deep]
+            x = Value(0)
+            for text in sys.argv[1:]:
+                value = eval(text)
+                try:
+                    x.value = value
+                except CabooseError as error:
+                    print(error)
+                try:
+                    x.update(lambda old: value)
+                except CabooseError as error:
+                    print(error)
+            print(x.value)
+        """)
+        assign, update = (script[: script.index(at)].count("\n") + 1 for at in ["x.v", "x.u"])
+        for block in ["", "# /// caboose\n# x = 0\n"]:  # no block yet, and a block
+            with self.subTest(block=block):
+                self.write("s.py", script + block, dedent=False)
+                result = self.run_script("s.py", *NOT_LITERALS)
+                self.assertEqual(result.stderr, "")  # (no exit compaction: nothing written)
+                lines = result.stdout.splitlines()
+                self.assertEqual(lines[-1], "0")
+                said = "only literals that read back the same"
+                advice = "(a datetime as its isoformat(), a deque as a list)"
+                for index, name in enumerate(NOT_LITERALS.values()):
+                    for line, message in zip([assign, update], lines[2 * index :]):
+                        ending = f"s.py:{line}: cannot store a {name}: {said} {advice}"
+                        self.assertTrue(message.endswith(ending), message)
+                        self.assertTrue(message.startswith("caboose: "), message)
+                self.assertEqual(self.read("s.py"), (script + block).encode())
+
+    def test_a_process_whose_every_write_was_refused_leaves_the_file_as_it_was_at_exit(self):
+        self.write(
+            "s.py",
+            """\
+            from caboose import CabooseError, Value
+            x = Value(0)
+            try:
+                x.value = lambda: 1
+            except CabooseError:
+                print("refused")
+            # /// caboose
+            # x = 0
+            # x = 0
+        """,
+        )
+        before = self.read("s.py")
+        self.assertEqual(self.output("s.py"), ["refused"])
+        self.assertEqual(self.read("s.py"), before)  # this process wrote nothing: no compaction
+
+    def test_int_too_long_for_str_under_the_digit_limit_is_refused_and_stored_without_it(self):
+        self.write(
+            "s.py",
+            """\
+            from caboose import CabooseError, Value
+            x = Value(0)
+            try:
+                x.value = 10**2000
+            except CabooseError as error:
+                print(error)
+            print(x.value == 10**2000)
+        """,
+        )
+        limit = ["-X", "int_max_str_digits=640"]
+        refused = self.run_script("s.py", options=limit)
+        self.assertRegex(refused.stdout, r"\Acaboose: \S*s\.py:4: cannot store a int: .*\nFalse\n")
+        self.assertNotIn(b"# /// caboose", self.read("s.py"))
+        self.assertEqual(self.output("s.py"), ["True"])  # the default limit
+        self.assertEqual(self.stored_values("s.py"), {"x": 10**2000})
 
     def test_a_name_in_a_value_is_refused_saying_so(self):
-        self.assertRefusedAt("# a = [1, foo]\n", 6)
-        result = self.run_script("s.py", check=False)
+        result = self.assertBlockRefusedAt("# a = [1, foo]\n", 6)
         self.assertIn("s.py:6: cannot read '[1, foo]': NameError(", result.stderr)
 
     def test_a_value_has_no_builtins_to_call(self):
         for text in ["len([])", "__import__('os')", "__import__('os').system('echo > ran')"]:
             with self.subTest(text=text):
-                self.assertRefusedAt(f"# a = {text}\n", 6)
-                result = self.run_script("s.py", check=False)
+                result = self.assertBlockRefusedAt(f"# a = {text}\n", 6)
                 self.assertRegex(result.stderr, r"s\.py:6: cannot read .*NameError\(")
                 self.assertFalse(os.path.exists(self.path("ran")))
 
     def test_keyword_arguments_in_a_value_are_refused_naming_the_line(self):
-        self.assertRefusedAt("# a = set([1], x=2)\n", 6)
+        self.assertBlockRefusedAt("# a = set([1], x=2)\n", 6)
 
     def test_syntax_of_every_value_is_checked_even_of_a_key_no_value_uses(self):
-        self.assertRefusedAt("# b = (1\n# a = 1\n", 6)
-        result = self.run_script("s.py", check=False)
-        self.assertIn("s.py:6: cannot read b: SyntaxError(", result.stderr)
+        result = self.assertBlockRefusedAt("# b = (1\n# a = 1\n", 6)
+        self.assertIn("s.py:6: cannot read '(1': SyntaxError(", result.stderr)
 
-    def test_a_name_in_the_value_of_a_key_no_value_uses_is_no_error(self):
-        self.write("s.py", COUNTER + "# /// caboose\n# b = foo\n# a = 4\n# ///\n")
-        self.assertEqual(self.output("s.py"), ["4"])
-        self.assertIn(b"\n# b = foo\n# a = 5\n# ///\n", self.read("s.py"))  # kept as it was
-
-    def test_other_objects_are_pickled_and_keep_their_exact_type(self):
-        cases = {
-            "OrderedDict(a=1, b=2)": "OrderedDict",
-            "Counter('abb')": "Counter",
-            "Color.RED": "Color",
-            "Point(1, 2)": "Point",
-            "datetime.date(2024, 2, 29)": "date",
-            "Decimal('1.50')": "Decimal",
-        }
-        for expression, name in cases.items():
-            with self.subTest(expression=expression):
-                self.write(
-                    "s.py",
-                    f"""\
-                    import dataclasses, datetime, enum, sys
-                    from collections import Counter, OrderedDict
-                    from decimal import Decimal
-                    from caboose import Value
-
-                    class Color(enum.Enum):
-                        RED = 1
-
-                    @dataclasses.dataclass
-                    class Point:
-                        x: int
-                        y: int
-
-                    x = Value(None)
-                    if sys.argv[1:]:
-                        x.value = {expression}
-                    else:
-                        print(type(x.value).__name__, repr(x.value) == repr({expression}))
-                """,
-                )
-                self.run_script("s.py", "set")
-                self.assertEqual(self.run_script("s.py").stdout, f"{name} True\n")
-                pickled = r"^# x = pickle\('[A-Za-z0-9+/=]+'\)$"
-                self.assertRegex(self.stored_line("s.py", "x"), pickled)
+    def test_an_unreadable_value_of_a_key_no_value_uses_is_an_error_naming_its_line(self):
+        result = self.assertBlockRefusedAt("# a = 4\n# b = foo\n", 7)
+        self.assertIn("s.py:7: cannot read 'foo': NameError(", result.stderr)
 
     def test_a_set_is_written_readably_and_read_back_in_any_order(self):
         self.write(
@@ -717,8 +835,24 @@ class TheTrailerFormat(ScriptCase):
             self.assertEqual(result.stdout, "True ['set', 'frozenset']\n")
             self.assertEqual(self.stored_line("s.py", "x"), line)  # reading wrote nothing
 
-    def test_list_nested_250_deep_is_stored_and_every_later_run_reads_it(self):
-        # deeper than the parser allows (it stops near 200 brackets): pickled
+    def test_a_set_inside_a_list_a_dict_or_a_tuple_is_stored_whatever_the_order_of_its_items(self):
+        # {3, 11} iterates as 11, 3; the set that "{11, 3}" makes iterates as 3, 11
+        self.write(
+            "s.py",
+            """\
+            import sys
+            from caboose import Value
+            x = Value(None)
+            value = [{3, 11}, {"k": {3, 11}}, ({3, 11},), [frozenset({3, 11})]]
+            if sys.argv[1:]:
+                x.value = value
+            print(x.value == value)
+        """,
+        )
+        self.assertEqual(self.output("s.py", "set"), ["True"])
+        self.assertEqual(self.output("s.py"), ["True"])
+
+    def test_list_nested_as_deep_as_the_parser_goes_is_stored_and_read_back(self):
         self.write(
             "s.py",
             """\
@@ -726,39 +860,16 @@ class TheTrailerFormat(ScriptCase):
             from caboose import Value
             x = Value(None)
             deep = []
-            for _ in range(249):
+            for _ in range(int(sys.argv[1])):
                 deep = [deep]
-            if sys.argv[1:]:
+            if sys.argv[2:]:
                 x.value = deep
-            depth, item = 0, x.value
-            while isinstance(item, list):
-                depth, item = depth + 1, item[0] if item else None
-            print(depth, x.value == deep)
+            print(x.value == deep)
         """,
         )
-        self.assertEqual(self.output("s.py", "set"), ["250", "True"])
-        for _ in range(3):
-            self.assertEqual(self.output("s.py"), ["250", "True"])
-        self.assertCompiles("s.py")
-
-    def test_int_too_long_for_str_under_the_digit_limit_is_stored_and_read_back(self):
-        self.write(
-            "s.py",
-            """\
-            import sys
-            from caboose import Value
-            x = Value(0)
-            if sys.argv[1:]:
-                x.value = 10**2000
-            print(x.value == 10**2000)
-        """,
-        )
-        limit = ["-X", "int_max_str_digits=640"]
-        stored = self.run_script("s.py", "set", options=limit)
-        self.assertEqual((stored.stdout, stored.stderr), ("True\n", ""))
-        self.assertEqual(self.output("s.py"), ["True"])  # the default limit
-        self.assertEqual(self.output("s.py", options=limit), ["True"])
-        self.assertEqual(self.stored_values("s.py"), {"x": 10**2000})
+        self.assertEqual(self.output("s.py", "80", "set"), ["True"])
+        self.assertEqual(self.output("s.py", "80"), ["True"])
+        self.assertEqual(self.stored_line("s.py", "x"), "# x = " + "[" * 81 + "]" * 81)
 
     def test_hand_edit_is_read(self):
         self.write("s.py", COUNTER)
@@ -782,11 +893,11 @@ class TheTrailerFormat(ScriptCase):
         }
         for text, expected in spellings.items():
             with self.subTest(text=text):
-                block = f"# /// caboose\n# a = {text}\n# ///\n"
+                block = f"# /// caboose\n# a = {text}\n"
                 script = "from caboose import Value\na = Value(0)\nprint(repr(a.value))\n"
                 self.write("s.py", script + block)
                 self.assertEqual(self.run_script("s.py").stdout, repr(expected) + "\n")
-                self.assertTrue(self.read("s.py").endswith(block.encode()))
+                self.assertEqual(self.read("s.py"), (script + block).encode())
 
     def test_hand_edited_expressions_without_names_load(self):
         expressions = {
@@ -800,146 +911,290 @@ class TheTrailerFormat(ScriptCase):
         }
         for text, expected in expressions.items():
             with self.subTest(text=text):
-                block = f"# /// caboose\n# a = {text}\n# ///\n"
+                block = f"# /// caboose\n# a = {text}\n"
                 script = "from caboose import Value\na = Value(0)\nprint(repr(a.value))\n"
                 self.write("s.py", script + block)
                 self.assertEqual(self.run_script("s.py").stdout, repr(expected) + "\n")
-                self.assertTrue(self.read("s.py").endswith(block.encode()))
+                self.assertEqual(self.read("s.py"), (script + block).encode())
 
-    def assertRefusedAt(self, block, line):
+    def assertBlockRefusedAt(self, block, line):
         """COUNTER with this block fails naming that line, and the file stays as it was."""
-        self.write("s.py", COUNTER + f"# /// caboose\n{block}# ///\n")
-        before = self.read("s.py")
-        result = self.run_script("s.py", check=False)
-        self.assertRegex(result.stderr, rf"CabooseError: caboose: .*s\.py:{line}: ")
-        self.assertEqual(self.read("s.py"), before)
+        self.write("s.py", COUNTER + f"# /// caboose\n{block}")
+        return self.assertRefusedAt("s.py", line)
 
     def test_a_value_spread_over_two_lines_is_refused_at_the_line_that_is_no_record(self):
-        self.assertRefusedAt("# a = [1,\n#  2]\n", 7)
+        self.assertBlockRefusedAt("# a = [1,\n#  2]\n", 7)
 
-    def test_a_blank_or_indented_line_in_the_block_names_its_line_and_writes_nothing(self):
-        for line in ["\n", "  # a = 41\n"]:
-            with self.subTest(line=line):
-                self.assertRefusedAt(f"# b = 5\n{line}# a = 41\n", 7)
+    def test_code_a_blank_line_or_a_stray_comment_after_the_mark_is_refused_naming_its_line(self):
+        lines = [
+            "print('after')",
+            "a.value += 1",
+            "",
+            "  ",
+            "  # a = 41",
+            "# a note",
+            "# # a = 41",
+            "# # set a = 0 to start again",
+            "# ///",
+            "# /// caboose v1",
+            "#a = 41",
+            "# a =",
+            "# a = ",
+            "# a == 41",
+            "# a = 'caf\u00e9'",
+            "# 1a = 2",
+            "# a b = 2",
+        ]
+        for where in ["between", "last"]:
+            for text in lines:
+                with self.subTest(line=text, where=where):
+                    after = "" if where == "last" else "# a = 41\n"
+                    self.assertBlockRefusedAt(f"# b = 5\n{text}\n{after}", 7)
 
-    def test_comment_lines_in_the_block_are_kept(self):
-        self.write("s.py", COUNTER + "# /// caboose\n# # a note\n# a = 4\n# ///\n")
-        self.assertEqual(self.output("s.py"), ["4"])
-        self.assertEqual(self.output("s.py"), ["5"])
-        self.assertIn(b"# a = 6\n", self.read("s.py"))
+    def test_code_added_after_the_block_while_running_is_refused_at_the_next_write(self):
+        code = textwrap.dedent("""\
+            from caboose import CabooseError, Value
+            a = Value(0)
+            a.value = 1
+            with open(__file__, "a") as file:  # code added below the block, as an editor may
+                file.write("print('after')\\n")
+            try:
+                a.value = 2
+            except CabooseError as error:
+                print(error)
+            print(a.value)
+        """)
+        self.write("s.py", code)
+        where = os.path.realpath(self.path("s.py"))
+        line = code.count("\n") + 3
+        said = f"caboose: {where}:{line}: expected '# KEY = VALUE'"
+        self.assertRegex(self.run_script("s.py").stdout, rf"\A{re.escape(said)}[^\n]*\n1\n\Z")
+        data = code.encode() + b"# /// caboose\n# a = 1\nprint('after')\n"
+        self.assertEqual(self.read("s.py"), data)
 
-    def test_a_note_with_an_equals_sign_in_the_block_is_no_record(self):
-        self.write(
-            "s.py", COUNTER + "# /// caboose\n# # set a = 0 to start again\n# a = 4\n# ///\n"
-        )
-        self.assertEqual(self.output("s.py"), ["4"])
-        self.assertIn(b"# a = 5\n", self.read("s.py"))
+    def test_a_mark_inside_a_string_at_the_end_is_a_clear_error_and_the_file_is_unchanged(self):
+        cases = {  # the code after COUNTER, and the line the error names
+            "closed on a later line": ('TEXT = """\n# /// caboose\n# b = 2\n"""\n', 8),
+            "closed on the last line, no newline": ('TEXT = """\n# /// caboose\n# b = 2"""', 7),
+            "closed on the last line": ('TEXT = """\n# /// caboose\n# b = 2"""\n', 7),
+            "no block after a decoy above": ('DOC = """\n# /// caboose\n"""\n', 7),
+        }
+        for case, (text, line) in cases.items():
+            with self.subTest(case=case):
+                self.write("s.py", COUNTER + text)
+                result = self.assertRefusedAt("s.py", line)
+                self.assertNotIn("Traceback", result.stderr.split("CabooseError")[-1])
 
     def test_later_assignment_wins(self):
-        self.write("s.py", COUNTER + "# /// caboose\n# a = 1\n# b = 0\n# a = 7\n# ///\n")
+        self.write("s.py", COUNTER + "# /// caboose\n# a = 1\n# b = 0\n# a = 7\n")
         self.assertEqual(self.output("s.py"), ["7"])
 
     def test_broken_hand_edit_names_the_line_and_writes_nothing(self):
         for bad in ["a = [1,", "a = os.system('x')", "1a = 2", "a == 2", "a = 1; b = 2"]:
             with self.subTest(bad=bad):
-                self.assertRefusedAt(f"# b = 1\n# {bad}\n", 7)
+                self.assertBlockRefusedAt(f"# b = 1\n# {bad}\n", 7)
 
-    def test_block_cut_short_keeps_complete_assignments(self):
+
+READER = "from caboose import Value\na = Value(0)\nprint(a.value)\n"
+CUT_LINES = [  # what a kill may leave of a line caboose writes: no newline, and the code compiles
+    "#",
+    "# ",
+    "# a",
+    "# a ",
+    "# a =",
+    "# a = ",
+    "# a = 9",
+    "# a = 12345",
+    "# a = [1, 2",
+    "# b = 'x",
+    "# self.hi",
+    "# self.",
+    "# self.hits = (",
+    '# b = """',
+]
+
+
+class CutLastLine(ScriptCase):
+    def test_a_cut_last_line_is_ignored_when_read_and_the_file_is_left_as_it_is(self):
+        for cut in CUT_LINES:
+            for block in ["# /// caboose\n# a = 5\n", "# /// caboose\n"]:
+                with self.subTest(cut=cut, block=block):
+                    self.write("s.py", READER + block + cut)
+                    before = self.read("s.py")
+                    self.assertEqual(self.output("s.py"), ["5" if "5" in block else "0"])
+                    self.assertEqual(self.read("s.py"), before)
+
+    def test_the_next_write_truncates_a_cut_last_line_then_appends_its_own(self):
+        code = "import os\nfrom caboose import Value\na = Value(0)\na.value = 7\nos._exit(0)\n"
+        for cut in CUT_LINES:
+            for block in ["# /// caboose\n# a = 5\n", "# /// caboose\n"]:
+                with self.subTest(cut=cut, block=block):
+                    self.write("s.py", code + block + cut)
+                    self.run_script("s.py")
+                    self.assertEqual(self.read("s.py"), (code + block + "# a = 7\n").encode())
+
+    def test_only_a_write_after_a_cut_line_truncates_the_file(self):
+        code = textwrap.dedent("""\
+            import os
+            calls, real = [], os.ftruncate
+            os.ftruncate = lambda fd, size: calls.append(size) or real(fd, size)
+            from caboose import Value
+            a = Value(0)
+            for n in range(3):
+                a.value = n
+            print(len(calls))
+        """)
+        for cut, calls in [("", "0"), ("# a = 1", "1")]:
+            with self.subTest(cut=cut):
+                self.write("s.py", code + "# /// caboose\n# a = 5\n" + cut)
+                self.assertEqual(self.output("s.py"), [calls])
+                self.assertEqual(self.stored_values("s.py"), {"a": 2})
+
+    def test_a_cut_last_line_goes_with_the_exit_compaction(self):
         self.write("s.py", COUNTER + "# /// caboose\n# a = 5\n# a = 6")
         self.assertEqual(self.output("s.py"), ["5"])
-        self.assertTrue(self.read("s.py").endswith(b"# a = 6\n# ///\n"))
-        self.assertCompiles("s.py")
+        self.assertEqual(self.read("s.py"), COUNTER.encode() + b"# /// caboose\n# a = 6\n")
+
+    def test_a_last_line_that_no_write_could_leave_is_refused_naming_it_and_kept(self):
+        lasts = [
+            b"print(1)",
+            b"a.value = 1",
+            b"# any comment",
+            b"# a note = 1",
+            b"#a = 1",
+            b"  # a = 1",
+            b"\t# a",
+            b"# a = 'caf\xc3\xa9'",
+            b"# caf\xc3\xa9",
+            b"# a = 1\t",
+            b"# a = 1\x0c",
+            b"# 1a = 2",
+        ]
+        code = b"from caboose import Value\na = Value(0)\na.value = 7\n"
+        for last in lasts:
+            with self.subTest(last=last):
+                self.write("s.py", code + b"# /// caboose\n# a = 5\n" + last)
+                self.assertRefusedAt("s.py", 6, re.escape("expected '# KEY = VALUE'"))
+
+    def test_a_last_line_without_newline_added_while_running_is_refused_and_kept(self):
+        code = textwrap.dedent("""\
+            from caboose import CabooseError, Value
+            a = Value(0)
+            a.value = 1
+            with open(__file__, "ab") as file:  # code added, with no final newline
+                file.write(b"print(1)")
+            try:
+                a.value = 2
+            except CabooseError as error:
+                print(error)
+        """)
+        self.write("s.py", code)
+        where = os.path.realpath(self.path("s.py"))
+        line = code.count("\n") + 3
+        result = self.run_script("s.py")
+        said = f"caboose: {where}:{line}: expected '# KEY = VALUE'"
+        self.assertRegex(result.stdout, rf"\A{re.escape(said)}[^\n]*\n\Z")
+        self.assertEqual(self.read("s.py"), code.encode() + b"# /// caboose\n# a = 1\nprint(1)")
+
+    def test_a_writer_that_saw_a_cut_line_never_truncates_a_whole_line_written_since(self):
+        code = textwrap.dedent("""\
+            import os, sys
+            from caboose import Value
+            a = Value(0)
+            b = Value(0)
+            if sys.argv[1:]:  # the other process: it truncates the cut line, appends a whole one
+                a.value = int(sys.argv[1])
+                os._exit(0)  # (no compaction at exit: the file keeps its inode)
+
+            def give_up(old):  # called under the lock once this process read the file, cut line
+                raise LookupError  # and all, and gives up: nothing written
+
+            try:
+                b.update(give_up)
+            except LookupError:
+                print("read", flush=True)
+            sys.stdin.readline()  # the other process writes meanwhile
+            b.value = 2
+            print(a.value, b.value)
+        """)
+        # the other's whole line of another size, and one of exactly the size of the file this
+        # process saw ("# a = 12" becomes "# a = 1" and a newline): a check of the size alone
+        # would then truncate the other's line
+        for cut, written in [("# b = 1", 123456), ("# a = 12", 1), ("# b = 1234", 99)]:
+            with self.subTest(cut=cut, written=written):
+                self.write("s.py", code + "# /// caboose\n" + cut)
+                process = subprocess.Popen(
+                    [sys.executable, "s.py"],
+                    cwd=self.folder,
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    text=True,
+                )
+                try:
+                    self.assertEqual(process.stdout.readline(), "read\n")
+                    size = os.path.getsize(self.path("s.py"))
+                    self.run_script("s.py", str(written))
+                    grown = len(f"# a = {written}\n") - len(cut)
+                    self.assertEqual(os.path.getsize(self.path("s.py")), size + grown)
+                    out, err = process.communicate("go\n", timeout=60)
+                finally:
+                    process.kill()
+                    process.wait()
+                    process.stdout.close()
+                    process.stderr.close()
+                self.assertEqual((out, err, process.returncode), (f"{written} 2\n", "", 0))
+                block = f"# /// caboose\n# a = {written}\n# b = 2\n"
+                self.assertEqual(self.read("s.py"), (code + block).encode())
 
 
 class InPlaceChanges(ScriptCase):
-    def test_in_place_mutation_is_persisted_at_exit(self):
-        self.write(
-            "s.py",
-            """\
-            from caboose import Value
-            seen = Value(set())
-            seen.value.add(len(seen.value))
-            print(sorted(seen.value))
-        """,
-        )
-        self.run_script("s.py")
-        self.assertEqual(self.run_script("s.py").stdout, "[0, 1]\n")
-
-    def test_value_that_cannot_be_stored_at_exit_keeps_no_other_back(self):
-        self.write(
-            "s.py",
-            """\
-            from caboose import Value
-            a = Value([])
-            b = Value([])
-            a.value.append(lambda: 1)  # no literal, and no pickle either
-            b.value.append(1)
-        """,
-        )
-        result = self.run_script("s.py")
-        self.assertRegex(result.stderr, r"caboose: .*s\.py: cannot store")
-        self.assertIn(b"\n# b = [1]\n", self.read("s.py"))
-        self.assertNotIn(b"\n# a = ", self.read("s.py"))
-
-    def test_save_writes_at_once(self):
+    def test_a_change_in_place_is_stored_by_assigning_the_value_back(self):
         self.write(
             "s.py",
             """\
             import os
             from caboose import Value
             items = Value([])
-            items.value.append(1)
-            items.save()
-            os._exit(0)
+            items.value.append(len(items.value))
+            items.value = items.value
+            print(items.value)
+            os._exit(0)  # no exit handler: the assignment wrote it
+        """,
+        )
+        runs = [self.run_script("s.py").stdout for _ in range(2)]
+        self.assertEqual(runs, ["[0]\n", "[0, 1]\n"])
+
+    def test_a_change_in_place_alone_is_not_stored_even_at_exit(self):
+        self.write(
+            "s.py",
+            """\
+            from caboose import Value
+            seen = Value(set())
+            other = Value(0)
+            seen.value.add(1)
+            other.value += 1  # this process writes the file, and compacts it at exit
+            other.value += 1
         """,
         )
         self.run_script("s.py")
-        self.assertIn(b"# items = [1]\n", self.read("s.py"))
+        self.assertEqual(self.stored_values("s.py"), {"other": 2})
 
 
 class TheApi(ScriptCase):
-    def test_in_place_operators_store_their_results(self):
-        self.write(
-            "s.py",
-            """\
-            from caboose import Value
-            a = Value(3)
-            b = Value(7)
-            a += 5  # 8
-            a -= 1  # 7
-            a *= 4  # 28
-            a //= 3  # 9
-            a %= 5  # 4
-            a **= 2  # 16
-            a >>= 1  # 8
-            a <<= 2  # 32
-            a |= 3  # 35
-            a &= 14  # 2
-            a ^= 9  # 11
-            b /= 2
-            print(type(a).__name__, a.value, b.value)
-        """,
-        )
-        self.assertEqual(self.output("s.py"), ["Value", "11", "3.5"])
-        self.assertEqual(self.stored_values("s.py"), {"a": 11, "b": 3.5})
-
-    def test_matrix_multiplication_in_place_is_stored(self):
-        self.write(
-            "s.py",
-            """\
-            from caboose import Value
-
-            class Scale(int):  # stands in for a matrix; pickled, as it is no plain int
-                def __matmul__(self, other):
-                    return Scale(self * other)
-
-            m = Value(Scale(2))
-            m @= 5
-            print(type(m.value).__name__, m.value)
-        """,
-        )
-        self.assertEqual(self.output("s.py"), ["Scale", "10"])
-        self.assertEqual(self.output("s.py"), ["Scale", "50"])
+    def test_in_place_operators_on_a_value_are_a_type_error_and_write_nothing(self):
+        operators = ["+=", "-=", "*=", "/=", "//=", "%=", "**=", ">>=", "<<=", "|=", "&=", "^="]
+        operators.append("@=")
+        script = "from caboose import Value\na = Value(3)\n"
+        for operator in operators:
+            script += (
+                f"try:\n    a {operator} 1\nexcept TypeError as error:\n    print('{operator}')\n"
+            )
+        script += "print(type(a).__name__, a.value)\n"
+        self.write("s.py", script + "# /// caboose\n# a = 3\n# a = 3\n", dedent=False)
+        before = self.read("s.py")
+        self.assertEqual(self.output("s.py"), operators + ["Value", "3"])
+        self.assertEqual(self.read("s.py"), before)
 
     def test_repr_shows_key_and_value(self):
         self.write(
@@ -957,25 +1212,24 @@ class TheApi(ScriptCase):
         self.write(
             "s.py",
             """\
-            import threading
             from caboose import CabooseError, Value
 
             class Odd:
                 def __repr__(self):
                     raise RuntimeError("no repr")
 
-                def __reduce__(self):
-                    raise TypeError("no pickle")
-
             a = Value(0)
             try:
                 a.value = Odd()
             except CabooseError as error:
-                print(str(error).startswith("caboose: "), "cannot store" in str(error))
+                print(error)
             print(a.value)
         """,
         )
-        self.assertEqual(self.output("s.py"), ["True", "True", "0"])
+        lines = self.run_script("s.py").stdout.splitlines()
+        self.assertRegex(lines[0], r"^caboose: \S*s\.py:9: cannot store a Odd: ")
+        self.assertEqual(lines[1:], ["0"])
+        self.assertNotIn(b"# /// caboose", self.read("s.py"))
 
     def test_truth_of_a_value_is_the_truth_of_its_value(self):
         self.write(
@@ -992,11 +1246,9 @@ class TheApi(ScriptCase):
         self.assertEqual(self.output("s.py"), "False no True True yes False".split())
 
     def test_write_inside_update_function_is_refused_and_the_update_completes(self):
-        for first in ["", "a.value = 0\n"]:  # no block yet, and a block
+        for first in ["", "a.value = 0"]:  # no block yet, and a block
             with self.subTest(first=first):
-                self.write(
-                    "s.py",
-                    f"""\
+                script = textwrap.dedent(f"""\
                     from caboose import Value, CabooseError
                     a = Value(0)
                     b = Value(0)
@@ -1010,12 +1262,12 @@ class TheApi(ScriptCase):
                     print(a.update(change))
                     a.value += 10
                     print(a.value, b.value)
-                """,
-                )
+                """)
+                self.write("s.py", script, dedent=False)
                 lines = self.run_script("s.py").stdout.splitlines()
-                where = os.path.realpath(self.path("s.py"))
-                refused = f"caboose: {where}: a write began inside another write of the file"
-                self.assertEqual(lines[0], "refused: " + refused)
+                line = script.count("\n", 0, script.index("b.value += 1")) + 1
+                refused = f"s.py:{line}: a write began inside another write of the file"
+                self.assertRegex(lines[0], rf"^refused: caboose: \S*{re.escape(refused)}$")
                 self.assertEqual(lines[1:], ["1", "11 0"])  # the outer update was stored
                 self.assertCompiles("s.py")
                 self.assertEqual(self.stored_values("s.py"), {"a": 11})  # b: never written
@@ -1031,18 +1283,8 @@ class TheApi(ScriptCase):
         )
         self.assertEqual(self.output("s.py") + self.output("s.py"), ["10", "100"])
 
-    def test_generic_alias_works_at_run_time(self):
-        self.write(
-            "s.py",
-            """\
-            from caboose import Value
-            names: Value[list[str]] = Value([])
-            print(Value[int] is Value, names.value)
-        """.replace("list[str]", "list"),
-        )
-        self.assertEqual(self.output("s.py"), ["True", "[]"])
-
     def test_readme_api_block_runs_as_written(self):
+        # the README's ```python block under "## The API", run twice as a script beside caboose
         readme = os.path.join(HERE, "README.md")
         self.assertTrue(os.path.exists(readme), f"no README.md beside the tests: {readme}")
         with open(readme, encoding="utf-8") as file:
@@ -1055,26 +1297,12 @@ class TheApi(ScriptCase):
         for run in ["first", "second"]:
             result = self.run_script("api.py", check=False)
             self.assertEqual(result.returncode, 0, f"{run} run:\n{block[1]}\n{result.stderr}")
+        self.assertTrue(self.read("api.py").startswith(block[1].encode()))
+        self.assertCompiles("api.py")
 
 
 class Concurrency(ScriptCase):
-    def test_update_from_several_processes_loses_nothing(self):
-        self.write(
-            "s.py",
-            """\
-            from caboose import Value
-            n = Value(0)
-            for _ in range(200):
-                n.update(lambda v: v + 1)
-        """,
-        )
-        procs = [subprocess.Popen([sys.executable, "s.py"], cwd=self.folder) for _ in range(4)]
-        for proc in procs:
-            self.assertEqual(proc.wait(timeout=120), 0)
-        self.run_script("s.py")
-        self.assertIn(b"# n = 1000\n", self.read("s.py"))
-
-    def test_in_place_add_from_four_processes_is_atomic(self):
+    def test_update_from_four_processes_started_together_loses_nothing(self):
         self.write(
             "s.py",
             """\
@@ -1084,7 +1312,7 @@ class Concurrency(ScriptCase):
             print("ready", flush=True)
             sys.stdin.readline()  # all four start their loops together
             for _ in range(200):
-                a += 1
+                a.update(lambda v: v + 1)
         """,
         )
         procs = [
@@ -1111,11 +1339,10 @@ class Concurrency(ScriptCase):
                 proc.wait()
                 proc.stdout.close()
         self.assertEqual(self.stored_values("s.py"), {"a": 800})
+        self.assertEqual(self.output("s.py"), ["ready"])  # and the next run goes on from there
+        self.assertEqual(self.read("s.py").count(b"\n# a = "), 1)
 
     def test_sigkill_loop_never_loses_or_mangles(self):
-        import random
-        import signal
-
         self.write(
             "s.py",
             """\
@@ -1141,6 +1368,7 @@ class Concurrency(ScriptCase):
             proc.wait()
             proc.stdout.close()
             self.assertCompiles("s.py")
+            self.assertGreaterEqual(self.stored_values("s.py").get("n", 0), start)
             last = start
 
     def test_forked_processes_lock_their_own_file(self):
@@ -1163,7 +1391,7 @@ class Concurrency(ScriptCase):
         """,
         )
         self.run_script("s.py")
-        self.assertIn(b"# n = 400\n", self.read("s.py"))
+        self.assertEqual(self.stored_values("s.py"), {"n": 400})
 
     def test_child_forked_while_another_thread_holds_the_write_lock_can_write(self):
         self.write(
@@ -1209,7 +1437,10 @@ class Concurrency(ScriptCase):
             from caboose import Value
             a = Value(0)
             a.value = 1  # appended: this process holds the file open
-            a._script.write(None, None)  # a compaction, as at exit: that file is replaced
+            a.value = 1  # a superseded line: a compaction will replace the file
+            inode = os.stat(__file__).st_ino
+            a._script.write(None, None, None)  # a compaction, as at exit: that file is replaced
+            print(os.stat(__file__).st_ino != inode)
             real = os.close
 
             def close(fd):  # as if Ctrl-C came just after the close
@@ -1227,8 +1458,8 @@ class Concurrency(ScriptCase):
             print(a.value)
         """,
         )
-        self.assertEqual(self.output("s.py"), ["interrupted", "2"])
-        self.assertTrue(self.read("s.py").endswith(b"# /// caboose\n# a = 2\n# ///\n"))
+        self.assertEqual(self.output("s.py"), ["True", "interrupted", "2"])
+        self.assertTrue(self.read("s.py").endswith(b"\n# /// caboose\n# a = 2\n"))
 
     def test_a_forked_child_does_not_hold_the_lock_of_a_compacted_file(self):
         self.write(
@@ -1255,8 +1486,10 @@ class Concurrency(ScriptCase):
             if child == 0:  # a worker that never touches caboose, and lives on
                 os.read(wait, 1)
                 os._exit(0)
-            v._script.write(None, None)  # a compaction, as at exit
+            inode = os.stat(__file__).st_ino
+            v._script.write(None, None, None)  # a compaction, as at exit
             try:  # the compacted file's lock must not live on in the child
+                print(os.stat(__file__).st_ino != inode)
                 print(other.communicate(b"go\\n", timeout=20)[0].decode().strip())
             finally:
                 other.kill()
@@ -1264,7 +1497,8 @@ class Concurrency(ScriptCase):
                 os.waitpid(child, 0)
         """,
         )
-        self.assertEqual(self.output("s.py"), ["updated"])
+        self.assertEqual(self.output("s.py"), ["True", "updated"])
+        self.assertEqual(self.stored_values("s.py"), {"v": 11})
 
     def test_signal_handler_updating_every_2_ms_while_the_main_loop_writes_loses_nothing(self):
         self.write(
@@ -1289,7 +1523,7 @@ class Concurrency(ScriptCase):
             signal.setitimer(signal.ITIMER_REAL, 0.002, 0.002)
             writes, deadline = 0, time.monotonic() + 20
             while (writes < 3000 or len(refused) < 3) and time.monotonic() < deadline:
-                m += 1
+                m.value += 1
                 writes += 1
             while len(returned) < 3 and time.monotonic() < deadline:
                 signal.pause()  # the next tick comes outside a write
@@ -1340,6 +1574,7 @@ class Concurrency(ScriptCase):
         """,
         )
         self.assertEqual(self.output("s.py"), ["800"])
+        self.assertEqual(self.stored_values("s.py"), {"n": 800})
 
     def test_threads_racing_to_make_the_first_write_lose_nothing_and_never_hang(self):
         self.write(
@@ -1364,50 +1599,6 @@ class Concurrency(ScriptCase):
         runs = [self.output("s.py", timeout=20) for _ in range(5)]  # each: a first write
         self.assertEqual(runs, [["80"], ["160"], ["240"], ["320"], ["400"]])
 
-    def test_write_after_another_process_compacted_a_hard_linked_script_goes_to_it(self):
-        self.write(
-            "s.py",
-            """\
-            import subprocess, sys
-            from caboose import Value
-            a = Value(0)
-            b = Value(0)
-            if sys.argv[1:] == ["other"]:
-                a.value = 5
-                a.value = 6  # a line crossed out: this run compacts at exit
-                sys.exit()
-            a.value = 1  # this process now holds the hard-linked file open
-            subprocess.run([sys.executable, __file__, "other"], check=True)
-            b.value = 3  # the old file keeps its other link: the path tells
-            print(a.value, b.value)
-        """,
-        )
-        os.link(self.path("s.py"), self.path("backup.py"))
-        self.assertEqual(self.output("s.py"), ["6", "3"])
-        self.assertEqual(self.stored_values("s.py"), {"a": 6, "b": 3})
-        self.assertNotIn(b"# b = ", self.read("backup.py"))
-
-    def test_sync_fsyncs_every_write(self):
-        self.write(
-            "s.py",
-            """\
-            import os, sys
-            calls, real = [], os.fsync
-            os.fsync = lambda fd: calls.append(fd) or real(fd)
-            import caboose
-            from caboose import Value
-            caboose.SYNC = sys.argv[1:] == ["sync"]
-            n = Value(0)
-            n.value = 1  # the first write creates the block
-            before = len(calls)
-            for i in range(5):
-                n.value = i
-            print(len(calls) - before)
-        """,
-        )
-        self.assertEqual(self.output("s.py", "sync"), ["5"])
-        self.assertEqual(self.output("s.py"), ["0"])
-
     def test_long_run_compacts_dead_lines_past_a_bound(self):
         self.write(
             "s.py",
@@ -1427,23 +1618,21 @@ class Concurrency(ScriptCase):
         self.assertEqual(self.read("s.py").count(b"# blob = "), 1)
 
     def test_write_that_starts_a_compaction_is_in_the_compacted_file(self):
-        self.write(
-            "s.py",
-            """\
+        code = textwrap.dedent("""\
             import os
             from caboose import Value
-            small, large = Value(0, key="small"), Value("", key="large")
+            large, small = Value("", key="large"), Value(0, key="small")
+            large.value = "y" * 300_000
             small.value = 7
-            large.value = "y" * 300_000  # appended: the dead bytes are now past the bound
-            print(open(__file__).read().count("\\n# ###\\n"))  # not compacted yet
-            small.value = 8  # compacts during this write
+            inode, size = os.stat(__file__).st_ino, os.path.getsize(__file__)
+            large.value = "z"  # the dead bytes pass the bound: this write compacts
+            print(os.stat(__file__).st_ino != inode, size > 300_000)
             os._exit(0)  # no exit handler: only that compaction wrote the file
-        """,
-        )
-        self.assertEqual(self.output("s.py"), ["1"])
-        data = self.read("s.py")
-        self.assertEqual(data.count(b"\n# ###\n"), 0)  # compacted, not only appended
-        self.assertEqual(self.stored_values("s.py"), {"small": 8, "large": "y" * 300_000})
+        """)
+        self.write("s.py", code)
+        self.assertEqual(self.output("s.py"), ["True", "True"])
+        block = b"# /// caboose\n# large = 'z'\n# small = 7\n"
+        self.assertEqual(self.read("s.py"), code.encode() + block)
 
     def test_dead_lines_left_by_killed_writers_are_compacted_by_the_next(self):
         dead = "".join(f"# n = {i}\n" for i in range(40_000))  # as a run of kills leaves
@@ -1455,10 +1644,55 @@ class Concurrency(ScriptCase):
             print(n.value, os.path.getsize(__file__))
             os._exit(0)  # no compaction at exit: only the one during the write counts
         """)
-        self.write("s.py", (code + "# /// caboose\n" + dead + "# ///\n").encode())
+        self.write("s.py", (code + "# /// caboose\n" + dead).encode())
         value, size = self.output("s.py")
         self.assertEqual(value, "40000")
-        self.assertLess(int(size), 1000)
+        self.assertEqual(self.read("s.py"), (code + "# /// caboose\n# n = 40000\n").encode())
+
+    def test_a_compaction_that_fails_after_the_append_leaves_the_write_stored_and_returned(self):
+        code = textwrap.dedent("""\
+            import builtins, sys
+            import caboose
+            from caboose import Value
+            caboose.COMPACT_AFTER = 100  # a small bound, so that the second write compacts
+            tries, real_open = [], builtins.open
+
+            def open_no_temporary_file(file, *args, **kwargs):
+                if ".caboose-" in str(file):
+                    tries.append(file)
+                    raise PermissionError(13, "Permission denied", file)
+                return real_open(file, *args, **kwargs)
+
+            if sys.argv[1:] == ["refuse the temporary file"]:
+                builtins.open = open_no_temporary_file
+            a = Value("")
+            a.value = "x" * 5000
+            print(a.update(lambda old: "y"), a.value, len(tries))  # a compaction fails here
+        """)
+        where = os.path.realpath(self.path("s.py"))
+        line = code.count("\n") + 1  # the mark's line
+        block = "# /// caboose\n# a = '" + "x" * 5000 + "'\n# a = 'y'\n"
+        cases = {  # how the temporary file is refused, and what the script then counts
+            "open refused": (["refuse the temporary file"], None, "1"),
+            "a read-only folder": ([], self.unwritable_to_root(), "0"),
+        }
+        for case, (args, preexec_fn, tries) in cases.items():
+            with self.subTest(case=case):
+                self.write("s.py", code)
+                if case == "a read-only folder":
+                    os.chmod(self.folder, 0o555)
+                try:
+                    result = self.run_script("s.py", *args, check=False, preexec_fn=preexec_fn)
+                except subprocess.SubprocessError as error:  # the preexec_fn failed
+                    self.skipTest(f"root without CAP_SETPCAP cannot give up writing: {error}")
+                finally:
+                    os.chmod(self.folder, 0o755)
+                self.assertEqual((result.returncode, result.stdout), (0, f"y y {tries}\n"))
+                # the exit compaction tried again, and said why it could not
+                error = rf"\Acaboose: {re.escape(where)}:{line}: cannot write {re.escape(where)}: "
+                self.assertRegex(result.stderr, error + r"\[Errno 13\] Permission denied.*\n\Z")
+                self.assertEqual(self.read("s.py"), (code + block).encode())
+                self.assertEqual(self.temp_files(), [])
 
 
 class InPlaceEditsWhileRunning(ScriptCase):
@@ -1474,15 +1708,14 @@ class InPlaceEditsWhileRunning(ScriptCase):
                 data = file.read()
                 file.seek(0)
                 file.write(data.replace(b"# a = 1\\n", b"# a = 7\\n"))
-            b.value = 3
+            b.value = 3  # the size is the same: this write appends without reading
             # /// caboose
             # a = 1
             # b = 0
-            # ///
         """,
         )
-        self.run_script("s.py")
-        self.assertEqual(self.stored_values("s.py"), {"a": 7, "b": 3})
+        self.run_script("s.py")  # and the exit compaction reads the file again
+        self.assertTrue(self.read("s.py").endswith(b"\n# /// caboose\n# a = 7\n# b = 3\n"))
 
     def test_same_size_edit_before_the_first_write_is_read_by_update(self):
         self.write(
@@ -1497,10 +1730,10 @@ class InPlaceEditsWhileRunning(ScriptCase):
             print(a.update(lambda n: n + 1))
             # /// caboose
             # a = 5
-            # ///
         """,
         )
         self.assertEqual(self.output("s.py"), ["8"])
+        self.assertTrue(self.read("s.py").endswith(b"\n# /// caboose\n# a = 8\n"))
 
     def test_broken_edit_undone_while_running_loses_no_key(self):
         self.write(
@@ -1528,10 +1761,11 @@ class InPlaceEditsWhileRunning(ScriptCase):
             # a = 0
             # b = 2
             # c = 3
-            # ///
         """,
         )
-        self.assertEqual(self.output("s.py"), ["refused"])
+        result = self.run_script("s.py")
+        self.assertEqual((result.stdout, result.stderr), ("refused\n", ""))
+        self.assertCompiles("s.py")
         self.assertEqual(self.stored_values("s.py"), {"a": 3, "b": 2, "c": 3})
 
     def test_write_to_a_script_an_editor_emptied_is_refused_and_writes_nothing(self):
@@ -1550,7 +1784,7 @@ class InPlaceEditsWhileRunning(ScriptCase):
         )
         where = os.path.realpath(self.path("s.py"))
         result = self.run_script("s.py")
-        refused = f"caboose: {where}: the script is empty (an editor saving it?)\n"
+        refused = f"caboose: {where}:1: the script is empty (an editor saving it?)\n"
         self.assertEqual(result.stdout, refused)
         self.assertEqual(self.read("s.py"), b"")
 
@@ -1559,49 +1793,25 @@ class CommandLine(ScriptCase):
     def caboose(self, *args, **kwargs):
         return self.run_script("caboose.py", *args, check=False, **kwargs)
 
-    @staticmethod
-    def unwritable_to_root():
-        """For a child of root: a preexec_fn that makes it obey file modes, as other users do.
+    def test_caboose_py_ships_with_its_own_block_counting_no_run(self):
+        with open(MODULE, "rb") as file:
+            self.assertTrue(file.read().endswith(b"\n# /// caboose\n# runs = 0\n"))
 
-        Root may write any file.  Without CAP_DAC_OVERRIDE (dropped from the bounding set, so
-        that exec does not give it back), root is held to the owner's mode bits: chmod 444 then
-        keeps it from writing a file it owns.  (Running as another user is no way here: the
-        interpreter may live under a folder only root may enter, as /root/.pyenv does.)
-        None when this process is not root.
-        """
-        if os.geteuid() != 0:
-            return None
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        PR_CAPBSET_DROP, CAP_DAC_OVERRIDE = 24, 1
-
-        def drop():
-            if libc.prctl(PR_CAPBSET_DROP, CAP_DAC_OVERRIDE, 0, 0, 0) != 0:
-                raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP, CAP_DAC_OVERRIDE)")
-
-        return drop
-
-    def test_wrong_arguments_print_usage_on_stderr_and_exit_2(self):
-        for args in [["frobnicate"], ["show", "s.py"], ["--selftest", "--help"]]:
+    def test_any_arguments_or_none_run_the_self_test(self):
+        arguments = [[], ["--selftest"], ["--help"], ["frobnicate"], ["--selftest", "--help"]]
+        for run, args in enumerate(arguments, 1):
             with self.subTest(args=args):
                 result = self.caboose(*args)
-                self.assertEqual((result.returncode, result.stdout), (2, ""))
-                self.assertIn("usage: python caboose.py --selftest | --help\n", result.stderr)
-
-    def test_help_prints_the_docstring_and_the_usage(self):
-        result = self.caboose("--help")
-        self.assertEqual((result.returncode, result.stderr), (0, ""))
-        self.assertIn("# /// caboose", result.stdout)
-        self.assertTrue(result.stdout.endswith("\nusage: python caboose.py --selftest | --help\n"))
+                ran = (0, f"caboose selftest: ok (run {run})\n", "")
+                self.assertEqual((result.returncode, result.stdout, result.stderr), ran)
 
     def test_selftest_counts_its_runs_in_its_own_trailer(self):
-        first = self.caboose("--selftest")
-        second = self.caboose("--selftest")
-        self.assertEqual(first.returncode, 0, first.stdout + first.stderr)
-        run = int(first.stdout.split("(run ")[1].rstrip(")\n"))
-        self.assertEqual(second.stdout, f"caboose selftest: ok (run {run + 1})\n")
-        self.assertIn(f"# runs = {run + 1}\n".encode(), self.read("caboose.py"))
+        code = code_above_block(self.read("caboose.py"))
+        for run in [1, 2, 3]:
+            result = self.caboose("--selftest")
+            self.assertEqual(result.stdout, f"caboose selftest: ok (run {run})\n", result.stderr)
+            block = f"# /// caboose\n# runs = {run}\n".encode()
+            self.assertEqual(self.read("caboose.py"), code + block)  # one line: compacted
         self.assertCompiles("caboose.py")
 
     def test_selftest_of_a_caboose_py_that_cannot_be_written_says_ok_and_why_not_counted(self):
@@ -1612,9 +1822,11 @@ class CommandLine(ScriptCase):
         except subprocess.SubprocessError as error:  # the preexec_fn failed
             self.skipTest(f"root without CAP_SETPCAP cannot give up writing any file: {error}")
         self.assertEqual((result.returncode, result.stderr), (0, ""))
+        where = re.escape(os.path.realpath(self.path("caboose.py")))
         self.assertRegex(
             result.stdout,
-            r"\Acaboose selftest: ok \(this run was not counted: caboose: .*caboose\.py: .*\)\n\Z",
+            r"\Acaboose selftest: ok \(this run was not counted: caboose: \S*caboose\.py:\d+: "
+            rf"cannot write {where}: \[Errno 13\] Permission denied.*\)\n\Z",
         )
         self.assertEqual(self.read("caboose.py"), before)
 
@@ -1756,10 +1968,23 @@ class ReliabilityCase(ScriptCase):
     def assertUnchangedFile(self, name, before):
         self.assertEqual(self.read(name), before, f"{name} changed")
 
-    def assertCabooseErrorOnFile(self, line, name="job.py"):
-        """LINE is a one-line caboose: message that names the file NAME."""
-        where = f"caboose: {os.path.realpath(self.path(name))}: "
-        self.assertTrue(line.startswith(where), f"{line!r} does not start {where!r}")
+    def assertCabooseErrorOnFile(self, text, name="job.py", line=None):
+        """TEXT is one 'caboose: FILE:LINE: ' message that names the file NAME (by its
+        real path) and a line: LINE, if given."""
+        match = CABOOSE_ERROR_AT_LINE.match(text)
+        self.assertIsNotNone(match, f"{text!r} is no 'caboose: FILE:LINE: ' message")
+        self.assertEqual(match["path"], os.path.realpath(self.path(name)), text)
+        self.assertEqual(text.rstrip("\n").count("\n"), 0, text)
+        if line is not None:
+            self.assertEqual(int(match["line"]), line, text)
+
+    def assertRefusedNamingLine(self, result, line, name="job.py"):
+        """The run ended with a CabooseError naming NAME and LINE, as its last stderr line."""
+        self.assertNotEqual(result.returncode, 0, result.stdout)
+        last = result.stderr.strip().splitlines()[-1]
+        prefix = "caboose.CabooseError: "
+        self.assertTrue(last.startswith(prefix), result.stderr)
+        self.assertCabooseErrorOnFile(last[len(prefix) :], name, line)
 
 
 # -- 1. kill at any instant ----------------------------------------------------------
@@ -1800,8 +2025,10 @@ if CUT >= 0:
 from caboose import Value
 
 count = Value(0)
-count += 1
-print(count.value)
+count.value += int(os.environ.get("STEP", "1"))
+print(count.value, flush=True)
+if os.environ.get("EXIT") == "now":  # no exit handler: no compaction at exit
+    os._exit(0)
 """
 
 
@@ -1987,29 +2214,39 @@ class KillAtAnyInstantTests(ReliabilityCase):
                 self.assertEqual(trailer_values(after["data"]).get("count"), last + 1)
                 self.assertEqual(code_above_block(after["data"]), lane.code)
 
-    def test_write_cut_at_every_byte_leaves_old_or_new_and_the_next_run_goes_on(self):
+    def test_normal_run_after_kills_leaves_no_line_cut_short(self):
+        # a kill may cut its last line short; the next write truncates it, and the exit
+        # compaction writes whole lines
+        for after in self.after:
+            with self.subTest(lane=after["lane"].number):
+                self.assertTrue(block_is_whole(after["data"]), after["data"][-60:])
+
+    def test_write_cut_at_every_byte_is_ignored_then_truncated_by_the_next_write(self):
         # A kill stops a write after any number of its bytes (a page boundary, for a long
-        # one); the first write appends the whole block, a later one a record.
-        code = CUT_WRITE.encode()
-        first = (b"", 0, b"# /// caboose\n")  # (block, value in it, what the write starts)
-        update = (b"# /// caboose\n# count = 1\n# ///\n", 1, b"# ###\n")
-        for block, old, head in (first, update):
-            record = b"# count = %d\n" % (old + 1)
-            for cut in range(len(head + record + b"# ///\n")):  # every byte the write has
+        # one): the first write appends the mark and a line, a later one a line.  The cut
+        # line is read as nothing, and the next write, of a shorter line, truncates it
+        # before it appends.
+        code, mark = CUT_WRITE.encode(), b"# /// caboose\n"
+        for block, old in ((b"", 0), (mark + b"# count = 1\n", 1)):
+            write = (b"" if block else mark) + b"# count = %d\n" % (old + 100_000)
+            for cut in range(len(write)):  # every byte the write has, but its last
                 with self.subTest(block=block, cut=cut):
                     self.write("job.py", code + block)
-                    result = self.run_script("job.py", check=False, env={"CUT": str(cut)})
+                    env = {"CUT": str(cut), "STEP": "100000"}
+                    result = self.run_script("job.py", check=False, env=env)
                     self.assertEqual(result.returncode, 9, result.stderr)
                     FIGURES["writes cut short at each byte"] += 1
-                    data = self.read("job.py")
-                    self.assertEqual(data[: len(code)], code)
+                    self.assertEqual(self.read("job.py"), code + block + write[:cut])
                     self.assertIsNone(compile_error(self.path("job.py")))
-                    landed = old + 1 if record in data[len(code) :] else old
-                    self.assertEqual(trailer_values(data).get("count", 0), landed)
-                    self.assertEqual(self.output("job.py"), [str(landed + 1)])
-                    self.assertEqual(self.stored("job.py"), {"count": landed + 1})
-                    data = self.read("job.py")  # (a cut inside the first mark line stays
-                    self.assertEqual(data[: len(code)], code)  # as code: the test below)
+                    self.assertEqual(trailer_values(self.read("job.py")).get("count", 0), old)
+                    # the next run reads the old value, and its write replaces the cut
+                    result = self.run_script("job.py", env={"EXIT": "now"})
+                    self.assertEqual(result.stdout, f"{old + 1}\n")
+                    # (a cut inside the first mark line stays as a comment: the test below)
+                    stub = write[:cut] + b"\n" if not block and 0 < cut < len(mark) else b""
+                    line = b"# count = %d\n" % (old + 1)
+                    line = (b"" if block else mark) + line  # (the cut's mark, or the next's)
+                    self.assertEqual(self.read("job.py"), code + block + stub + line)
                     self.assertIsNone(compile_error(self.path("job.py")))
                     self.assertEqual(self.temp_files(), [])
 
@@ -2017,13 +2254,13 @@ class KillAtAnyInstantTests(ReliabilityCase):
         # Cut 8 bytes into "# /// caboose\n" (a SIGKILL at a page boundary, a disk that
         # fills up). The README's limit: the stub stays in the code as a comment line (it
         # cannot be told from a line of the user's own), the script compiles, and the next
-        # run stores its value in a whole block after it.
+        # run stores its value in a whole block after it; the runs after add nothing more.
         self.write("job.py", CUT_WRITE)
         result = self.run_script("job.py", check=False, env={"CUT": "8"})
         self.assertEqual(result.returncode, 9, result.stderr)
         self.assertEqual(self.read("job.py"), CUT_WRITE.encode() + b"# /// ca")
-        self.assertEqual(self.output("job.py"), ["1"])
-        self.assertEqual(self.stored("job.py"), {"count": 1})
+        self.assertEqual([self.output("job.py") for _ in range(3)], [["1"], ["2"], ["3"]])
+        self.assertEqual(self.stored("job.py"), {"count": 3})
         self.assertIntactCode("job.py", CUT_WRITE.encode() + b"# /// ca\n")
 
 
@@ -2084,8 +2321,9 @@ name.value = f"run {runs.value}"
 with open("old.bin", "wb") as copy, open(__file__, "rb") as script:
     copy.write(script.read())
 """
-# an earlier block with dead lines, so that the compacted file differs from the old
-COMPACTING_BLOCK = "# /// caboose\n# runs = 0\n# name = ''\n# runs = 0\n# ///\n"
+# an earlier block with superseded lines: the exit compacts, and the compacted file
+# differs from the old
+COMPACTING_BLOCK = "# /// caboose\n# runs = 0\n# name = ''\n# runs = 0\n"
 
 
 @POSIX_ONLY
@@ -2133,30 +2371,35 @@ class KillDuringCompactionTests(ReliabilityCase):
                 self.assertEqual(code_above_block(data), COMPACTING.encode())
                 self.assertIsNone(compile_error(self.path("job.py")))
 
-    def test_kill_during_compaction_after_256_kib_keeps_values(self):
-        # a 300 KB value puts the block past the ~256 KiB of dead bytes that start a
-        # compaction in the middle of the run, at the next write; os.replace stops it
+    def test_kill_during_compaction_past_the_bound_keeps_values(self):
+        # A write that leaves more than COMPACT_AFTER superseded bytes, and more than half
+        # the file, compacts right after its append; os.replace stops that compaction.
         self.write(
             "big.py",
             """\
             import os
+            import caboose
             from caboose import Value
 
             small = Value(0)
             large = Value("")
             small.value = 7
             os.replace = lambda *args: os._exit(9)
-            large.value = "y" * 300_000  # appended: its old line is past the bound
-            print("appended", flush=True)
-            small.value = 8  # the write after the bound compacts, and is stopped
+            large.value = "x" * (caboose.COMPACT_AFTER // 2)
+            large.value = "y" * caboose.COMPACT_AFTER  # superseded: half the bound
+            print("below the bound", flush=True)
+            large.value = "z"  # superseded: past the bound and half the file
             print("not reached")
             """,
         )
         code = self.read("big.py")
         result = self.run_script("big.py", check=False)
-        self.assertEqual((result.returncode, result.stdout), (9, "appended\n"), result.stderr)
+        FIGURES["compactions stopped"] += 1
+        self.assertEqual(result.returncode, 9, result.stderr)
+        self.assertEqual(result.stdout, "below the bound\n")
         self.assertEqual(code_above_block(self.read("big.py")), code)
-        self.assertEqual(self.stored("big.py"), {"small": 7, "large": "y" * 300_000})
+        # the write that started the compaction was appended first
+        self.assertEqual(self.stored("big.py"), {"small": 7, "large": "z"})
         self.assertIsNone(compile_error(self.path("big.py")))
         self.assertEqual(len(self.temp_files()), 1, "the stop hit no compaction")
 
@@ -2185,50 +2428,22 @@ sys.stdin.readline()
 for _ in range(500):
     mine.value = mine.value + 1
 """
-THREADED_WRITER = """\
-import threading
+# Each process updates a key they all share, and writes a key of its own.
+SHARED_AND_OWN_KEY_WRITER = """\
+import sys
 from caboose import Value
 
-count = Value(0)
-start = threading.Barrier(8)
-
-
-def work():
-    start.wait()
-    for _ in range(500):
-        count.update(lambda n: n + 1)
-
-
-threads = [threading.Thread(target=work) for _ in range(8)]
-for thread in threads:
-    thread.start()
-for thread in threads:
-    thread.join()
+shared = Value(0)
+mine = Value(0, key=f"k{sys.argv[1]}")
+print("ready", flush=True)
+sys.stdin.readline()
+for _ in range(250):
+    shared.update(lambda n: n + 1)
+    mine.value = mine.value + 1
 """
-# the parent writes once (so caboose holds the file open), then forks the workers
-FORKED_WRITER = """\
-import os
-from caboose import Value
-
-count = Value(0)
-count.value = 0
-children = []
-for _ in range(4):
-    pid = os.fork()
-    if pid == 0:
-        try:
-            for _ in range(500):
-                count.update(lambda n: n + 1)
-        finally:
-            os._exit(0)
-    children.append(pid)
-for pid in children:
-    os.waitpid(pid, 0)
-print(count.update(lambda n: n))
-"""
-# As ONE_KEY_WRITER, and now and then a long note, so that compactions come often (each
-# 256 KiB of dead lines) and the block stays short: an update that finds another's
-# write reads the whole block again.
+# As ONE_KEY_WRITER, and now and then a long note, so that compactions come often (past
+# COMPACT_AFTER, 64 KiB, of superseded lines) and the block stays short: an update that
+# finds another's write reads the whole block again.
 NOTED_WRITER = """\
 import sys
 from caboose import Value
@@ -2312,14 +2527,14 @@ class ManyWritersTests(ReliabilityCase):
         self.assertEqual(self.stored("job.py"), expected)
         self.assertEqual(self.temp_files(), [])
 
-    def test_8_processes_adding_in_place_to_one_key_end_at_4000(self):
-        # `count += 1` is one update() under the lock, not a read and then a write
-        writer = ONE_KEY_WRITER.replace("count.update(lambda n: n + 1)", "count += 1")
-        self.assertNotEqual(writer, ONE_KEY_WRITER)
-        self.write("job.py", writer)
-        self.run_writers("job.py", [["500"]] * WRITERS)
-        FIGURES["updates by concurrent processes"] += 500 * WRITERS
-        self.assertEqual(self.stored("job.py"), {"count": 4000})
+    def test_8_processes_updating_a_shared_key_and_their_own_lose_none(self):
+        # a write rereads what the others appended, whatever their keys
+        self.write("job.py", SHARED_AND_OWN_KEY_WRITER)
+        self.run_writers("job.py", [[str(n)] for n in range(WRITERS)])
+        FIGURES["updates by concurrent processes"] += 2 * 250 * WRITERS
+        expected = {"shared": 250 * WRITERS, **{f"k{n}": 250 for n in range(WRITERS)}}
+        self.assertEqual(self.stored("job.py"), expected)
+        self.assertEqual(self.temp_files(), [])
 
     def read_while_8_processes_update_and_compact(self):
         self.write("job.py", NOTED_WRITER)
@@ -2412,7 +2627,7 @@ count = Value(0)
 count.value = 1
 print("stored", flush=True)
 """
-DEAD_BLOCK = "# /// caboose\n" + "# count = 0\n" * 30_000 + "# ///\n"  # 360 KB, 1 live
+DEAD_BLOCK = "# /// caboose\n" + "# count = 0\n" * 30_000  # 360 KB, 1 line live
 
 
 @POSIX_ONLY
@@ -2483,7 +2698,10 @@ class EditorSaveTests(ReliabilityCase):
     # An editor that truncates and rewrites the script in place, without flock, while the
     # script writes, races with it: caboose cannot see a truncation that falls between
     # its check of the file and its write (README, Limits).  Saves under flock, saves by
-    # rename, and in-place saves between writes are tested below.
+    # rename, and in-place saves between writes are tested below.  A write only appends,
+    # so it never writes over the code an editor saved; a save in place that keeps the
+    # file's size is not read again by the next write (nothing tells it happened), but the
+    # next compaction rereads the file under the lock and keeps it.
 
     def test_in_place_save_under_flock_while_writing_keeps_new_code_and_values(self):
         new_code = EDITED.replace('VERSION = "old"', 'VERSION = "new, longer"').encode()
@@ -2506,21 +2724,47 @@ class EditorSaveTests(ReliabilityCase):
         last = self.edit_while_writing(self.save_in_place, new_code, 400, 200, 200)
         self.assertSurvived(new_code, last)
 
-    def test_rename_save_during_a_compaction_keeps_the_new_code(self):
-        self.write("job.py", RENAMED_DURING_COMPACTION + DEAD_BLOCK)
-        result = self.run_script("job.py", check=False)
+    def test_in_place_save_of_same_length_is_appended_to_then_kept_by_the_compaction(self):
+        block = "# /// caboose\n# count = 0\n# count = 0\n# other = 1\n"  # superseded
+        self.write("job.py", STEPPED_WRITER + block)
+        writer = self.start("job.py")
+
+        def one_update():
+            writer.stdin.write("one more\n")
+            writer.stdin.flush()
+            self.assertEqual(self.read_line(writer), "done\n")
+
+        one_update()
+        saved = self.read("job.py").replace(b'print("done"', b'print("DONE"', 1)
+        saved = saved.replace(b"# other = 1\n", b"# other = 7\n")  # and a value
+        self.assertEqual(len(saved), len(self.read("job.py")))
+        with open(self.path("job.py"), "r+b") as file:  # the editor's save, in place
+            file.write(saved)
         FIGURES["editor saves"] += 1
-        self.assertEqual(result.stdout, "")  # that write failed, and said so
-        self.assertIn("CabooseError: caboose: ", result.stderr)
-        self.assertIn("the script was replaced while it was compacted", result.stderr)
+        one_update()  # appended after the editor's bytes: the code is not written
+        self.assertEqual(self.read("job.py"), saved + b"# count = 2\n")
+        writer.stdin.close()
+        self.assertEqual(writer.wait(timeout=60), 0, writer.stderr.read())
+        new_code = STEPPED_WRITER.replace('print("done"', 'print("DONE"', 1).encode()
+        self.assertIntactCode("job.py", new_code)  # the exit compaction reread the save
+        self.assertEqual(trailer_texts(self.read("job.py")), ["count = 2", "other = 7"])
+
+    def test_rename_save_during_a_compaction_after_a_write_keeps_the_new_code_and_the_write(
+        self,
+    ):
+        # the write appends, passes the bound and compacts: the editor's rename lands
+        # before the compaction's, which is refused; the write stays stored and returned,
+        # and the exit compacts the editor's file
+        self.write("job.py", RENAMED_DURING_COMPACTION + DEAD_BLOCK)
+        result = self.run_script("job.py")
+        FIGURES["editor saves"] += 1
+        self.assertEqual((result.stdout, result.stderr), ("stored\n", ""))
         new_code = RENAMED_DURING_COMPACTION.replace('"old"\n', '"new"\n', 1).encode()
-        self.assertEqual(code_above_block(self.read("job.py")), new_code)
-        # the refused write stored nothing; the exit compacted the editor's file
-        self.assertEqual(self.stored("job.py"), {"count": 0})
-        self.assertEqual(self.temp_files(), [])
+        self.assertIntactCode("job.py", new_code)
+        self.assertEqual(trailer_texts(self.read("job.py")), ["count = 1"])
 
     def test_rename_save_during_a_compaction_at_exit_keeps_the_new_code_and_value(self):
-        block = "# /// caboose\n# count = 0\n# count = 0\n# ///\n"  # a dead line
+        block = "# /// caboose\n# count = 0\n# count = 0\n"  # a superseded line
         self.write("job.py", RENAMED_DURING_COMPACTION + block)
         result = self.run_script("job.py")
         FIGURES["editor saves"] += 1
@@ -2537,30 +2781,50 @@ class EditorSaveTests(ReliabilityCase):
         last = self.edit_while_writing(self.save_by_rename, new_code, 400, 200, 200)
         self.assertSurvived(new_code, last)
 
+    def test_save_that_renames_the_script_away_leaves_later_writes_in_the_backup(self):
+        # The README's limit: a rename is followed only through the open file's link
+        # count, and a backup keeps its link.  The script keeps the save; the running
+        # process writes on into the backup, and its exit compaction is refused.
+        new_code = EDITED.replace('VERSION = "old"', 'VERSION = "new, longer"').encode()
+
+        def save_with_a_backup(new_code):
+            data = self.snapshot("job.py")
+            os.rename(self.path("job.py"), self.path("job.py~"))
+            self.write("job.py", new_code + data[len(code_above_block(data)) :])
+
+        self.write("job.py", EDITED)
+        writer = self.start("job.py", "400", "200")
+        self.assertEqual([self.read_line(writer) for _ in range(201)][-1], "paused\n")
+        save_with_a_backup(new_code)
+        saved = self.read("job.py")
+        FIGURES["editor saves"] += 1
+        writer.stdin.write("go on\n")
+        writer.stdin.flush()
+        output, errors = writer.communicate(timeout=60)
+        self.assertEqual(writer.returncode, 0, errors)
+        self.assertEqual(self.read("job.py"), saved)
+        self.assertEqual(self.stored("job.py")["count"], 200)
+        self.assertEqual(self.stored("job.py~")["count"], 400)
+        self.assertIn("the script was replaced", errors)
+        self.assertCabooseErrorOnFile(errors, "job.py")
+
 
 # -- 5. bad trailers -----------------------------------------------------------------
 
-
-def pickled(value):
-    """The block's text for a value whose ascii() does not read back: pickle('BASE64')."""
-    return f"pickle({base64.b64encode(pickle.dumps(value, 4)).decode()!r})"
-
-
-# The block the mutations start from: history for three keys, one of them pickled,
-# and a key no one loads; the key that is set last is a.
+# The block the mutations start from: history for three keys, and a key no Value reads;
+# the key that is set last is a.  No closing line: the block runs to the end of the file.
 MUTATION_BLOCK = "".join(
     f"# {line}\n"
     for line in [
         "/// caboose",
         "a = 1",
         "b = 'one'",
-        f"c = {pickled(collections.deque([1, 2]))}",
-        "d = {'k': [1, 2.5, None]}",
+        "c = [1, 2]",
+        "d = {'k': [1, 2.5, None], 'n': nan}",
         "a = 2",
         "b = 'two'",
-        f"c = {pickled(collections.deque([3]))}",
+        "c = frozenset({3})",
         "a = 12345",
-        "///",
     ]
 ).encode()
 # Every mutated file is this code and a damaged block (block lines start at line 6).
@@ -2570,10 +2834,10 @@ MUTATION_FIRST_LINE = MUTATION_CODE.count("\n") + 1
 MUTATION_HISTORY_VALUES = {
     "a": {"0", "1", "2", "12345"},
     "b": {"''", "'one'", "'two'"},
-    "c": {"None", "deque([1, 2])", "deque([3])"},
+    "c": {"None", "[1, 2]", "frozenset({3})"},
 }
 MUTATION_COUNT = 1000
-# Values are read by eval() with no builtins and caboose's six names, so a hand edit that
+# Values are read by eval() with no builtins and caboose's five names, so a hand edit that
 # Python evaluates from literals alone loads, as this value (its ascii()):
 EXPRESSIONS = {
     "2 * 3": "6",
@@ -2585,8 +2849,8 @@ EXPRESSIONS = {
     "(1, [2])[1]": "[2]",
     "set() | {7}": "{7}",
 }
-# A value that reads a name outside that namespace, or that caboose cannot store again
-# (a function): it fails, naming its line, when a Value reads it.
+# A value that reads a name outside that namespace, or fails when evaluated: it fails,
+# naming its line, when the block is read, whichever key it is for.
 UNREADABLE = [
     "os.system('x')",
     "__import__('os').system('x')",
@@ -2599,7 +2863,10 @@ UNREADABLE = [
     "x.y",
     "datetime.datetime.now()",
     "Decimal",
-    "lambda: 0",
+    "pickle('gASVAwAAAAAAAABLAS4=')",  # as an older caboose wrote what ascii() could not
+    "complex('x')",
+    "nan()",
+    "1 / 0",
 ]
 # No expression at all: refused when the block is read, whichever key it is for.
 SYNTAX_ERRORS = ["(yield)", "await x", "1 +", "[", "a = 1", "", "'", "1 1"]
@@ -2618,18 +2885,20 @@ NOT_KEYS = [
     "a, b",
 ]
 KEYWORD_KEYS = ["if", "class", "None", "a.class", "self.def"]  # keys, as key= takes them
-BAD_PICKLES = [
-    "pickle('!!!!')",
-    "pickle('abc')",
-    "pickle('aGVsbG8=')",
-    "pickle('gASV')",
-    "pickle(1)",
-    "pickle()",
-    "pickle('', '')",
-    "pickle(x='gASVAwAAAAAAAABLAS4=')",
-]
 # too deep for the parser of every interpreter: a stack overflow, too many parentheses
 TOO_DEEP = ["-" * 10000 + "1", "1" + "**1" * 10000, "[" * 250 + "]" * 250]
+# A last line with no newline that a write cut short could leave: it begins like a line
+# caboose writes ("#", "# ", "# key", "# key =" and anything printable after).  Read as
+# nothing, whatever follows its "=".
+CUT_WRITES = ["#", "# ", "# a", "# a ", "# a =", "# a = ", "# a = 99", "# a = (", "# b = 'x"]
+CUT_WRITES += ["# new = 1", "# self.hits = 1", "# a.", "#  = 1", "# if = 1"]
+# A last line with no newline that no write leaves: refused naming its line, and never
+# truncated (it may be the user's code).
+NOT_CUT_WRITES = ["print(1)", "x = 1", "# any comment", "# a = caf\xe9", "    # a = 1"]
+NOT_CUT_WRITES += ["# a = 1\t", "# a = 1\x7f", "#a = 1", "# a  = 1", "# /// caboose", "# ///"]
+NOT_CUT_WRITES += ["# a b", "# 1a = 1", "# a..b = 1", "\0", "# a = \0"]
+# The README's rule for such a line, as a pattern (the code above it compiles, here).
+CUT_LINE = re.compile(rb"#(?: (?:[A-Za-z_]\w*\.)*(?:[A-Za-z_]\w*)?(?: (?:=[ -~]*)?)?)?\Z")
 
 # Runs in one child: loads each mutated file the way its script would (its code run
 # with the file's name), under an alarm that stops a load that hangs.
@@ -2688,6 +2957,14 @@ def block_reads(data):
     }
 
 
+def ends_in_a_line_no_write_leaves(data):
+    """Does data end, after a block, in a line with no newline that is no write cut short?"""
+    end = data.rfind(b"\n") + 1
+    whole = data[:end]
+    block = max(whole.rfind(b"\n# /// caboose\n"), whole.rfind(b"\n# /// caboose\r\n")) >= 0
+    return block and end < len(data) and not CUT_LINE.match(data[end:])
+
+
 class Mutator:
     """Seeded damage to a valid block; each mutation is (kind, bytes, expectation).
 
@@ -2697,8 +2974,8 @@ class Mutator:
 
     def __init__(self, block, seed):
         self.random = random.Random(seed)
-        self.lines = block.decode().splitlines(True)  # mark, records..., close
-        self.records = range(1, len(self.lines) - 1)  # indexes of KEY = VALUE lines
+        self.lines = block.decode().splitlines(True)  # the mark, then the records
+        self.records = range(1, len(self.lines))  # indexes of KEY = VALUE lines
 
     def line_number(self, index):
         return MUTATION_FIRST_LINE + index
@@ -2715,16 +2992,21 @@ class Mutator:
     def targeted(self):
         """Damage with a known outcome: (kind, block, expectation)."""
         block = "".join(self.lines).encode()
-        closing = len(block) - len(self.lines[-1])
-        last = closing - len(self.lines[-2])
+        last = len(block) - len(self.lines[-1]) - len(self.lines[-2])
         for cut in range(last, len(block)):  # every offset of the last two lines
             yield "cut in the last lines", block[:cut], None
+        for line in CUT_WRITES:
+            yield "a write cut short", block + line.encode(), None
+        after = self.line_number(len(self.lines))  # the line after the last record
+        for line in NOT_CUT_WRITES:
+            yield "no write cut short", block + line.encode("latin-1"), after
         a, d = self.winning("a"), self.winning("d")
         for value, loads_as in EXPRESSIONS.items():
             yield "expression", self.with_line(a, f"# a = {value}\n"), loads_as
         for value in UNREADABLE:
             yield "unreadable value", self.with_line(a, f"# a = {value}\n"), self.line_number(a)
-            yield "unreadable value no one reads", self.with_line(d, f"# d = {value}\n"), None
+            line = self.line_number(d)
+            yield "unreadable value no Value reads", self.with_line(d, f"# d = {value}\n"), line
         for value in SYNTAX_ERRORS:
             index = self.random.choice([a, d])  # a key read or not: the same
             line = self.line_number(index)
@@ -2737,12 +3019,11 @@ class Mutator:
         for key in KEYWORD_KEYS:
             index = self.random.choice(self.records)
             yield "keyword key", self.with_line(index, f"# {key} = 1\n"), None
-        for value in BAD_PICKLES:
-            index = self.winning("c")
-            yield "bad pickle", self.with_line(index, f"# c = {value}\n"), self.line_number(index)
         for value in TOO_DEEP:
-            line = self.line_number(a)
-            yield "nested too deeply", self.with_line(a, f"# a = {value}\n"), line
+            index = self.random.choice([a, d])
+            line = self.line_number(index)
+            key = self.lines[index][2:3]
+            yield "nested too deeply", self.with_line(index, f"# {key} = {value}\n"), line
         for byte in ("\0", "\x80", "\xe9", "\u20ac", "\ufeff"):
             index = self.random.choice(self.records)
             text = self.lines[index]
@@ -2752,7 +3033,7 @@ class Mutator:
             lines[index] = damaged
             yield "non-ASCII or NUL", b"".join(lines), self.line_number(index)
 
-    def structural(self, block, kinds=("delete", "duplicate", "swap", "unclose")):
+    def structural(self, block, kinds=("delete", "duplicate", "swap")):
         """One random damage that rewrites no value: lines lost, doubled, moved, cut."""
         lines = block.splitlines(True)
         kind = self.random.choice(kinds)
@@ -2766,29 +3047,25 @@ class Mutator:
             lines[i], lines[j] = lines[j], lines[i]
         elif kind == "truncate":
             return block[: self.random.randrange(len(block) + 1)]
-        elif kind == "unclose" and lines and lines[-1].rstrip() == b"# ///":
-            lines.pop()
         return b"".join(lines)
 
     def anything(self, block):
         """One random damage of any kind: bytes flipped or inserted, values, keys."""
-        kind = self.random.choice(["flip", "insert", "value", "key", "pickle", "other"])
+        kind = self.random.choice(["flip", "insert", "value", "key", "other"])
         if kind in ("flip", "insert") and block:
             at = self.random.randrange(len(block))
-            byte = bytes([self.random.choice([0, 10, 13, 35, 32, 39, 128, 255])])
+            byte = bytes([self.random.choice([0, 10, 13, 35, 32, 39, 61, 128, 255])])
             byte = self.random.choice([byte, bytes([self.random.randrange(256)])])
             return block[:at] + byte + block[at + (kind == "flip") :]
         lines = block.splitlines(True)
-        if kind in ("value", "key", "pickle") and len(lines) > 2:
-            index = self.random.randrange(1, len(lines) - 1)
+        if kind in ("value", "key") and len(lines) > 1:
+            index = self.random.randrange(1, len(lines))
             key, _, value = lines[index].decode("latin-1")[2:].partition(" = ")
             if kind == "value":
                 values = list(EXPRESSIONS) + UNREADABLE + SYNTAX_ERRORS + TOO_DEEP[2:]
                 value = self.random.choice(values) + "\n"
-            elif kind == "key":
-                key = self.random.choice(NOT_KEYS + KEYWORD_KEYS)
             else:
-                value = self.random.choice(BAD_PICKLES) + "\n"
+                key = self.random.choice(NOT_KEYS + KEYWORD_KEYS)
             lines[index] = f"# {key} = {value}".encode("latin-1", "replace")
             return b"".join(lines)
         return self.structural(block, ["delete", "duplicate", "swap", "truncate"])
@@ -2895,7 +3172,7 @@ class BadTrailerTests(ReliabilityCase):
             with self.subTest(entry["kind"], path=entry["path"]):
                 self.assertEqual(entry["read"], ["read", values])
             compared += 1
-        self.assertGreater(compared, MUTATION_COUNT // 3)
+        self.assertGreater(compared, MUTATION_COUNT // 4)
 
     def test_failed_load_leaves_file_unchanged(self):
         failed = [e for e in self.results if e["load"][0] != "loaded"]
@@ -2908,41 +3185,63 @@ class BadTrailerTests(ReliabilityCase):
         self.assertEqual([e["path"] for e in loaded if not e["unchanged"]], [])
 
     def test_lost_doubled_moved_or_cut_lines_load_values_the_keys_had(self):
+        # or, where a cut left part of a mark line after a block, fail naming that line
+        refused = 0
         for entry in self.of_kind("lines lost, doubled, moved or cut"):
             outcome, values = entry["load"]
-            with self.subTest(path=entry["path"]):
+            data = self.cases[entry["path"]][1]
+            with self.subTest(path=entry["path"], ending=data[-30:]):
+                if ends_in_a_line_no_write_leaves(data):
+                    self.assertFailsAt(entry, data.count(b"\n") + 1)
+                    refused += 1
+                    continue
                 self.assertEqual(outcome, "loaded", values)
                 for key, value in values.items():
                     self.assertIn(value, MUTATION_HISTORY_VALUES[key], key)
+        self.assertLess(refused, len(self.of_kind("lines lost, doubled, moved or cut")) // 4)
 
     def test_cut_in_last_lines_keeps_complete_assignments(self):
         for entry in self.of_kind("cut in the last lines"):
             outcome, values = entry["load"]
             data = self.cases[entry["path"]][1]
-            # the last assignment is "# a = 12345\n": whole, or not there at all
-            whole = data.endswith(b"# a = 12345\n") or b"# a = 12345\n#" in data
+            # the last two lines: each whole, or read as not there at all
+            c = "frozenset({3})" if b"# c = frozenset({3})\n" in data else "[1, 2]"
+            a = "12345" if data.endswith(b"# a = 12345\n") else "2"
             with self.subTest(ending=data[-16:]):
                 self.assertEqual(outcome, "loaded", values)
-                self.assertEqual(values["a"], "12345" if whole else "2")
-                self.assertEqual((values["b"], values["c"]), ("'two'", "deque([3])"))
+                self.assertEqual(values, {"a": a, "b": "'two'", "c": c})
+
+    def test_last_line_a_write_cut_short_could_leave_is_read_as_nothing(self):
+        for entry in self.of_kind("a write cut short"):
+            data = self.cases[entry["path"]][1]
+            with self.subTest(ending=data[-16:]):
+                self.assertEqual(entry["load"][0], "loaded", entry["load"][1])
+                expected = {"a": "12345", "b": "'two'", "c": "frozenset({3})"}
+                self.assertEqual(entry["load"][1], expected)
+
+    def test_last_line_no_write_leaves_fails_naming_its_line(self):
+        for entry in self.of_kind("no write cut short"):
+            data = self.cases[entry["path"]][1]
+            with self.subTest(ending=data[-16:]):
+                self.assertFailsAt(entry, entry["line"])
+                self.assertTrue(entry["unchanged"])  # (never truncated)
 
     def test_expression_in_a_value_loads_as_python_evaluates_it(self):
         for entry in self.of_kind("expression"):
-            with self.subTest(self.cases[entry["path"]][1].splitlines()[-2]):
+            with self.subTest(self.cases[entry["path"]][1].splitlines()[-1]):
                 self.assertEqual(entry["load"][0], "loaded", entry["load"][1])
                 self.assertEqual(entry["load"][1]["a"], entry["line"])
 
-    def test_name_outside_the_namespace_or_a_function_fails_naming_its_line(self):
+    def test_name_outside_the_namespace_or_a_failing_value_fails_naming_its_line(self):
         for entry in self.of_kind("unreadable value"):
-            with self.subTest(self.cases[entry["path"]][1].splitlines()[-2]):
+            with self.subTest(self.cases[entry["path"]][1].splitlines()[-1]):
                 self.assertFailsAt(entry, entry["line"])
 
-    def test_unreadable_value_of_a_key_no_value_reads_loads_the_others(self):
-        for entry in self.of_kind("unreadable value no one reads"):
-            with self.subTest(self.cases[entry["path"]][1].splitlines()[-6]):
-                self.assertEqual(entry["load"][0], "loaded", entry["load"][1])
-                expected = {"a": "12345", "b": "'two'", "c": "deque([3])"}
-                self.assertEqual(entry["load"][1], expected)
+    def test_unreadable_value_of_a_key_no_value_reads_fails_naming_its_line(self):
+        # every line's value is read when the block is read, not only the keys in use
+        for entry in self.of_kind("unreadable value no Value reads"):
+            with self.subTest(self.cases[entry["path"]][1].splitlines()[-5]):
+                self.assertFailsAt(entry, entry["line"])
 
     def test_syntax_error_in_a_value_fails_naming_its_line_whichever_key(self):
         entries = self.of_kind("syntax error")
@@ -2965,11 +3264,6 @@ class BadTrailerTests(ReliabilityCase):
                 self.assertEqual(outcome, "loaded", values)
                 for key, value in values.items():
                     self.assertIn(value, MUTATION_HISTORY_VALUES[key], key)
-
-    def test_pickle_that_is_not_base64_or_not_a_pickle_fails_naming_its_line(self):
-        for entry in self.of_kind("bad pickle"):
-            with self.subTest(entry["path"]):
-                self.assertFailsAt(entry, entry["line"])
 
     def test_value_nested_too_deeply_fails_naming_its_line(self):
         for entry in self.of_kind("nested too deeply"):
@@ -3001,13 +3295,19 @@ import sys
 
 FAULT = os.environ.get("FAULT", "")
 real_pwrite, real_open = os.pwrite, builtins.open
-if FAULT == "disk full":  # a write fits only within the file's size at the start
+if FAULT == "disk full":  # no byte fits past the file's size at the start
     limit = os.path.getsize(__file__)
 
     def pwrite(fd, data, offset):
-        if offset >= limit:
+        if offset >= limit:  # (a write appends at the file's end: it lands nothing)
             raise OSError(errno.ENOSPC, "No space left on device")
         return real_pwrite(fd, data[: limit - offset], offset)
+
+    os.pwrite = pwrite
+elif FAULT == "disk fills up":  # a write lands its first 5 bytes, and no more
+
+    def pwrite(fd, data, offset):
+        return real_pwrite(fd, data[:5], offset)
 
     os.pwrite = pwrite
 elif FAULT == "disk full once":  # the first write fails, the next ones do not
@@ -3065,8 +3365,9 @@ if os.environ.get("EXIT") == "now":  # no exit handler: no compaction at exit
     sys.stdout.flush()
     os._exit(0)
 """
+FAULTY_WRITE_LINE = FAULTY.splitlines().index("        a.value = new") + 1  # a write's line
 
-FAULTY_BLOCK = "# /// caboose\n# a = 1\n# ///\n"
+FAULTY_BLOCK = "# /// caboose\n# a = 1\n"
 
 # Writes once, then is emptied as an editor empties a file it writes anew in place.
 EMPTIED = """\
@@ -3100,38 +3401,67 @@ class HostileFileTests(ReliabilityCase):
         self.assertIntactCode("job.py", (top + HITS_SCRIPT).encode())
         self.assertEqual(self.stored("job.py"), {"hits": 2})
 
-    def test_block_text_in_a_string_before_the_code_is_not_read(self):
-        fake = 'FAKE = """\n# /// caboose\n# hits = 99\n# ///\n"""\n'
-        outputs, data = self.run_twice("job.py", fake + HITS_SCRIPT)
-        self.assertEqual(outputs, [["1"], ["2"]])
+    def test_block_text_in_a_string_above_the_block_is_not_read(self):
+        fake = 'FAKE = """\n# /// caboose\n# hits = 99\n"""\n'
+        block = "# /// caboose\n# hits = 5\n"
+        outputs, data = self.run_twice("job.py", fake + HITS_SCRIPT + block)
+        self.assertEqual(outputs, [["6"], ["7"]])
         self.assertIntactCode("job.py", (fake + HITS_SCRIPT).encode())
-
-    def test_block_text_in_a_string_after_the_code_is_not_read(self):
-        fake = 'FAKE = """\n# /// caboose\n# hits = 99\n# ///\n"""\n'
-        outputs, data = self.run_twice("job.py", HITS_SCRIPT + fake)
-        self.assertEqual(outputs, [["1"], ["2"]])
-        self.assertIntactCode("job.py", (HITS_SCRIPT + fake).encode())
-
-    def test_block_text_closed_inside_a_string_at_the_end_is_not_read(self):
-        fake = "FAKE = '''\n# /// caboose\n# hits = 99 '''\n# ///\n"
-        outputs, data = self.run_twice("job.py", HITS_SCRIPT + fake)
-        self.assertEqual(outputs, [["1"], ["2"]])
-        self.assertTrue(data.startswith((HITS_SCRIPT + fake).encode()))
-
-    def test_code_after_the_block_keeps_running_and_values_stay_readable(self):
-        block = "# /// caboose\n# hits = 5\n# ///\n"
-        after = "print('after', hits.value)\n"
-        outputs, data = self.run_twice("job.py", HITS_SCRIPT + block + after)
-        self.assertEqual(outputs, [["6", "after", "6"], ["7", "after", "7"]])
         self.assertEqual(self.stored("job.py"), {"hits": 7})
-        self.assertIntactCode("job.py", (HITS_SCRIPT + after).encode())
 
-    def test_crlf_script_keeps_crlf_line_endings(self):
+    def assertRefusedAndUnchanged(self, data, line):
+        """Running data as job.py fails naming LINE of it, and writes nothing."""
+        self.write("job.py", data, dedent=False)
+        before = self.read("job.py")
+        self.assertRefusedNamingLine(self.run_script("job.py", check=False), line)
+        self.assertUnchangedFile("job.py", before)
+        self.assertEqual(self.temp_files(), [])
+
+    def test_mark_in_a_string_with_no_block_after_it_fails_naming_a_line_and_writes_nothing(
+        self,
+    ):
+        # (README, Limits): the last mark line starts the block, even inside a string
+        fake = 'FAKE = """\n# /// caboose\n# hits = 99\n"""\n'
+        for data, line in ((fake + HITS_SCRIPT, 4), (HITS_SCRIPT + fake, 9)):
+            with self.subTest(data=data):
+                self.assertRefusedAndUnchanged(data, line)
+
+    def test_mark_in_a_string_ending_in_a_line_a_write_could_cut_is_never_truncated(self):
+        # the last line, with no newline, begins like a record, but the file does not
+        # compile without it: it closes the string, so it is code
+        for end in ("# hits = 99'''", "# hits = '''", "#'''"):
+            with self.subTest(end=end):
+                fake = f"FAKE = '''\n# /// caboose\n{end}"
+                self.assertRefusedAndUnchanged(HITS_SCRIPT + fake, 8)
+
+    def test_code_after_the_block_fails_naming_its_line_and_writes_nothing(self):
+        # (README: the block is always last); a blank line, a stray comment and the
+        # closing line of earlier versions are no records either
+        block = "# /// caboose\n# hits = 5\n"
+        for after in ("print('after', hits.value)\n", "\n", "# a note\n", "# ///\n"):
+            with self.subTest(after=after):
+                self.assertRefusedAndUnchanged(HITS_SCRIPT + block + after, 8)
+
+    def test_crlf_script_keeps_its_crlf_code_and_gets_an_lf_block(self):
         code = HITS_SCRIPT.replace("\n", "\r\n").encode()
         outputs, data = self.run_twice("job.py", code)
         self.assertEqual(outputs, [["1"], ["2"]])
-        self.assertEqual(data.count(b"\n"), data.count(b"\r\n"))
         self.assertIntactCode("job.py", code)
+        self.assertEqual(data[len(code) :], b"# /// caboose\n# hits = 2\n")
+
+    def test_hand_written_crlf_block_is_read_and_written_again_in_lf(self):
+        code = HITS_SCRIPT.replace("\n", "\r\n").encode()
+        block = b"# /// caboose\r\n# other = 'x'\r\n# hits = 5\r\n"
+        outputs, data = self.run_twice("job.py", code + block)
+        self.assertEqual(outputs, [["6"], ["7"]])
+        self.assertIntactCode("job.py", code)
+        self.assertEqual(data[len(code) :], b"# /// caboose\n# other = 'x'\n# hits = 7\n")
+
+    def test_cr_only_script_gets_one_newline_before_its_block(self):
+        code = HITS_SCRIPT.replace("\n", "\r").encode()
+        outputs, data = self.run_twice("job.py", code)
+        self.assertEqual(outputs, [["1"], ["2"]])
+        self.assertIntactCode("job.py", code + b"\n")
         self.assertEqual(self.stored("job.py"), {"hits": 2})
 
     def test_utf8_bom_script_keeps_its_bom(self):
@@ -3169,9 +3499,9 @@ class HostileFileTests(ReliabilityCase):
         self.write("job.py", EMPTIED)
         result = self.run_script("job.py", timeout=20)
         self.assertEqual(len(result.stdout.splitlines()), 1, result.stdout)
-        self.assertCabooseErrorOnFile(result.stdout)
+        self.assertCabooseErrorOnFile(result.stdout, line=1)
         self.assertIn("the script is empty", result.stdout)
-        self.assertEqual(result.stderr, "")  # no line was crossed out: no compaction at exit
+        self.assertEqual(result.stderr, "")  # no line superseded: no compaction at exit
         self.assertEqual(self.read("job.py"), b"")
         self.assertEqual(self.temp_files(), [])
 
@@ -3195,7 +3525,7 @@ class HostileFileTests(ReliabilityCase):
     @unittest.skipIf(os.name == "posix" and os.geteuid() == 0, "root writes anywhere")
     def test_read_only_folder_still_appends_to_the_block(self):
         # the folder takes no temporary file; the script itself stays writable
-        self.write("job.py", HITS_SCRIPT + "# /// caboose\n# hits = 0\n# ///\n")
+        self.write("job.py", HITS_SCRIPT + "# /// caboose\n# hits = 0\n")
         os.chmod(self.folder, 0o555)
         self.addCleanup(os.chmod, self.folder, 0o755)
         for expected in ("1", "2"):
@@ -3206,10 +3536,10 @@ class HostileFileTests(ReliabilityCase):
         self.assertEqual(self.stored("job.py"), {"hits": 2})
         self.assertIntactCode("job.py", HITS_SCRIPT.encode())
 
-    def run_faulty(self, fault, *values, block=FAULTY_BLOCK, after="", env=None):
+    def run_faulty(self, fault, *values, block=FAULTY_BLOCK, env=None):
         """Run FAULTY with FAULT, writing VALUES: the file before, the lines it printed
         (one per value), and the lines on its stderr (each a caboose error on job.py)."""
-        self.write("job.py", FAULTY + block + after)
+        self.write("job.py", FAULTY + block)
         before = self.read("job.py")
         env = dict(env or {}, FAULT=fault)
         result = self.run_script("job.py", *map(str, values), env=env)
@@ -3231,7 +3561,7 @@ class HostileFileTests(ReliabilityCase):
         inode = os.stat(self.path("job.py")).st_ino  # (run_faulty writes it again in place)
         before, lines, errors = self.run_faulty("no temporary file", 11, block="")
         self.assertEqual(lines, ["stored 11"])
-        self.assertEqual(self.read("job.py"), before + b"# /// caboose\n# a = 11\n# ///\n")
+        self.assertEqual(self.read("job.py"), before + b"# /// caboose\n# a = 11\n")
         self.assertEqual(os.stat(self.path("job.py")).st_ino, inode)
         self.assertEqual(self.temp_files(), [])
 
@@ -3243,39 +3573,26 @@ class HostileFileTests(ReliabilityCase):
         self.assertEqual(self.stored("job.py"), {"a": 22})
         self.assertIntactCode("job.py", FAULTY.encode())
 
-    def test_write_past_the_bound_refused_its_temporary_file_fails_cleanly(self):
-        dead = "# /// caboose\n" + "# a = 1\n" * 40_000 + "# ///\n"  # 320 KB, 1 live
+    def test_write_past_the_bound_whose_compaction_is_refused_is_stored_and_returned(self):
+        # each write appends, passes the bound and cannot compact: it is stored all the
+        # same (a caller retrying update() would apply it twice); the exit says it failed
+        dead = "# /// caboose\n" + "# a = 1\n" * 40_000  # 320 KB, 1 line live
         before, lines, errors = self.run_faulty("no temporary file", 11, 22, block=dead)
-        self.assertEqual(len(lines), 2, lines)
-        for line in lines:  # each write had to compact, and could not
-            self.assertCabooseErrorOnFile(line)
-            self.assertIn("cannot write", line)
-        self.assertUnchangedFile("job.py", before)
+        self.assertEqual(lines, ["stored 11", "stored 22"])
+        self.assertEqual(len(errors), 1, "the compaction at exit says it failed, once")
+        self.assertIn("Permission denied", errors[0])
+        self.assertEqual(self.read("job.py"), before + b"# a = 11\n# a = 22\n")
         self.assertEqual(self.temp_files(), [])
 
-    def test_rewrite_refused_temporary_file_fails_cleanly(self):
-        # code after the block: each write must rewrite the file through a temp file
-        after = "print('end')\n"
-        before, lines, errors = self.run_faulty("no temporary file", 11, 22, after=after)
-        self.assertEqual(len(lines), 3, lines)
-        for line in lines[:2]:
-            self.assertCabooseErrorOnFile(line)
-        self.assertEqual(lines[2], "end")
-        self.assertUnchangedFile("job.py", before)
-        self.assertEqual(self.temp_files(), [])
-
-    def test_disk_full_write_fails_and_lands_no_byte_of_its_record(self):
+    def test_write_that_fills_the_disk_fails_and_lands_no_byte_of_its_line(self):
         # no exit handler: the file as the failed write left it
-        before, lines, errors = self.run_faulty("disk full", 11, env={"EXIT": "now"})
+        before, lines, errors = self.run_faulty("disk fills up", 11, env={"EXIT": "now"})
         self.assertEqual(len(lines), 1, lines)
-        self.assertCabooseErrorOnFile(lines[0])
+        self.assertCabooseErrorOnFile(lines[0], line=FAULTY_WRITE_LINE)
         self.assertIn("No space left on device", lines[0])
-        data = self.read("job.py")
-        self.assertLessEqual(len(data), len(before))  # the disk was full
-        closing = len(before) - len(b"# ///\n")
-        self.assertEqual(data[:closing], before[:closing])  # at most "# ///" crossed out
-        self.assertEqual(trailer_values(data), {"a": 1})
-        self.assertIntactCode("job.py", FAULTY.encode())
+        self.assertUnchangedFile("job.py", before)
+        self.run_script("job.py", "22")  # and then the script works again
+        self.assertEqual(self.stored("job.py"), {"a": 22})
 
     def assertWriteFailsCleanly(self, fault):
         before, lines, errors = self.run_faulty(fault, 11)
@@ -3359,9 +3676,10 @@ class BigAndManyTests(ReliabilityCase):
         self.assertIntactCode("job.py", code.encode())
 
     def test_10000_keys_take_memory_in_proportion_to_the_file(self):
-        # The file is ~15 bytes a key.  Held: ~230 bytes a key (the key, its record's line
-        # and text, the dict's entry, the code's bytes).  At peak, the file's lines split
-        # as well: measured 13.8-16.6x held and 31.7-35.0x at peak on CPython 3.9-3.13.
+        # The file is ~15 bytes a key.  Held: ~330 bytes a key (the key, its record's line
+        # and text, its value: every value is read with the block, the dicts' entries, the
+        # code's bytes).  At peak, the file's lines split as well: measured 20.5-23.1x held
+        # and 35.1-38.8x at peak on CPython 3.9-3.13 (the same at 50,000 keys: linear).
         code = """\
             import os, tracemalloc
             from caboose import Value
@@ -3372,26 +3690,37 @@ class BigAndManyTests(ReliabilityCase):
             print(current / os.path.getsize(__file__), peak / os.path.getsize(__file__))
             """
         block = "".join(f"# k{n} = {n}\n" for n in range(10_000))
-        self.write("job.py", textwrap.dedent(code) + f"# /// caboose\n{block}# ///\n", False)
+        self.write("job.py", textwrap.dedent(code) + f"# /// caboose\n{block}", False)
         held, peak = map(float, self.output("job.py"))
         FIGURES["memory held for 10,000 keys (x file)"] = round(held, 1)
         FIGURES["memory at peak for 10,000 keys (x file)"] = round(peak, 1)
-        self.assertLessEqual(held, 20)
-        self.assertLessEqual(peak, 40)
+        self.assertLessEqual(held, 28)
+        self.assertLessEqual(peak, 48)
 
-    def test_int_of_5000_digits_round_trips(self):
+    def test_int_of_4300_digits_round_trips(self):
+        # the longest int that str() and ascii() take (sys.int_info.default_max_str_digits)
         self.write(
             "job.py",
             """\
             from caboose import Value
 
             huge = Value(0)
-            print(huge.value == 7 ** 5916)
-            huge.value = 7 ** 5916
+            print(huge.value == 7 ** 5088)
+            huge.value = 7 ** 5088
             """,
         )
         self.assertEqual(self.output("job.py"), ["False"])
         self.assertEqual(self.output("job.py"), ["True"])
+        self.assertEqual(len(str(self.stored("job.py")["huge"])), 4300)
+
+    def test_int_too_long_for_str_is_refused_naming_its_line_and_writes_nothing(self):
+        code = "from caboose import Value\n\nhuge = Value(0)\nhuge.value = 7 ** 5916\n"
+        self.write("job.py", code)
+        before = self.read("job.py")
+        result = self.run_script("job.py", check=False)
+        self.assertRefusedNamingLine(result, 4)
+        self.assertIn("cannot store a int", result.stderr)
+        self.assertUnchangedFile("job.py", before)
 
     def load_time(self, name, declarations, keys, runs=5):
         """CPU seconds to declare (load) the Values of a script with keys stored: the
@@ -3401,13 +3730,14 @@ class BigAndManyTests(ReliabilityCase):
             name,
             "import time\nfrom caboose import Value\n\nstarted = time.process_time()\n"
             f"{declarations}\nprint(time.process_time() - started)\n"
-            f"# /// caboose\n{block}# ///\n",
+            f"# /// caboose\n{block}",
         )
         return statistics.median(float(self.output(name)[0]) for _ in range(runs))
 
     def test_loading_10000_keys_costs_at_most_7_5_times_2000(self):
-        # Linear is 5x; measured 5.0-5.3x on a quiet machine.  (1,000 keys against 10,000
-        # measured 10x quiet but up to 15.6x under load: the small run is too short to time.)
+        # Linear is 5x; measured 4.7-5.5x on CPython 3.9-3.13, with every value read when
+        # the block is read.  (1,000 keys against 10,000 measured 10x quiet but up to 15.6x
+        # under load: the small run is too short to time.)
         loop = "values = [Value(-1, key=f'k{n}') for n in range(COUNT)]"
         small = self.load_time("small.py", loop.replace("COUNT", "2000"), 2000)
         large = self.load_time("large.py", loop.replace("COUNT", "10_000"), 10_000)
@@ -3418,7 +3748,8 @@ class BigAndManyTests(ReliabilityCase):
         # Each Value derives its key from the bytecode after its call; its frame's line is
         # looked up only for an error message (CPython scans the line table for it, which
         # in a module of 2,000 statements made 2,000 Values cost 13-21x 200 on 3.11+).
-        # Measured 10x on 3.11.  A Value costing in proportion to the module would be ~100x.
+        # Measured 7.3-10.5x on 3.9-3.13.  A Value costing in proportion to the module would
+        # be ~100x.
         lines = [f"k{n} = Value(-1)" for n in range(2000)]
         small = self.load_time("small.py", "\n".join(lines[:200]), 200)
         large = self.load_time("large.py", "\n".join(lines), 2000)
@@ -3430,7 +3761,7 @@ _BENCH_COUNT = 3000  # updates in one timed loop, at most
 _BENCH_BUDGET = 0.25  # seconds one timed loop may run: the fsync rows stop early
 _BENCH_BIG = 300_000  # bytes of padding in the big script
 _BENCH_PAD = "# a comment line standing for the code of a long script: line %06d\n"
-_BENCH_FLOOR = "floor: flock, fstat, pwrite, unlock"
+_BENCH_FLOOR = "floor: flock, fstat, pwrite appending the line, unlock"
 
 # The timed loop every store shares: chunks of 100 updates between clock reads.
 _BENCH_LOOP = """\
@@ -3455,15 +3786,15 @@ _BENCH_STORES = {
         at = fstat(fd).st_size
         """,
         """\
-        pwrite(fd, b"# /// caboose\\n# ///\\n", at)
+        pwrite(fd, b"# /// caboose\\n", at)
         at += len(b"# /// caboose\\n")
         """,
         """\
         flock(fd, LOCK_EX)
         fstat(fd)
-        record = b"# v = %d\\n# ///\\n" % i
+        record = b"# v = %d\\n" % i
         pwrite(fd, record, at)
-        at += len(record) - len(b"# ///\\n")
+        at += len(record)
         flock(fd, LOCK_UN)
         """,
         "",
@@ -3471,13 +3802,6 @@ _BENCH_STORES = {
     "caboose": (
         "no",
         "from caboose import Value\nv = Value(0)\n",
-        "v.value = -1\n",
-        "v.value = i\n",
-        "",
-    ),
-    "caboose, SYNC = True": (
-        "yes",
-        "import caboose\nfrom caboose import Value\ncaboose.SYNC = True\nv = Value(0)\n",
         "v.value = -1\n",
         "v.value = i\n",
         "",
@@ -3570,10 +3894,11 @@ def _bench_kb(size):
 
 
 def _bench_block(keys):
-    """A caboose block of that many keys: k0 = 0, then ints, strings and lists."""
+    """A caboose block of that many keys, to the end of the file: k0 = 0, then ints, strings
+    and lists."""
     values = ["{n}", "'text {n}'", "[{n}, {half}]"]
     lines = [f"# k{n} = {values[n % 3]}\n".format(n=n, half=n / 2) for n in range(keys)]
-    return "# /// caboose\n" + "".join(lines) + "# ///\n"
+    return "# /// caboose\n" + "".join(lines)
 
 
 def _bench_run(path, env):
@@ -3653,7 +3978,7 @@ def _bench_table(header, rows):
 
 
 def _bench_ratio(label, numerator, denominator, target):
-    """A row of the targets table: the ratio, its target, PASS or MISS."""
+    """A row of the aims table: the ratio, its aim, PASS or MISS."""
     if numerator is None or not denominator or denominator <= 0:
         return [label, "n/a", f"<= {target}", "n/a"]
     value = numerator / denominator
@@ -3681,7 +4006,8 @@ def _bench_update(folder, stores, rounds, env):
     print("\n## Update: µs per `v.value = i`\n")
     print(f"A loop of {_BENCH_COUNT} updates (fewer if it passes {_BENCH_BUDGET} s)")
     print("after one untimed first write; the exit is not timed.  The floor is the")
-    print("system calls of a locked append alone.  sqlite3 has its defaults:")
+    print("system calls a caboose update makes, alone: flock, fstat, one pwrite that")
+    print("appends the line at the end, unlock.  sqlite3 has its defaults:")
     print("journal_mode=DELETE, synchronous=FULL.\n")
     print(_bench_table(header, rows))
     return small, big, sizes
@@ -3755,7 +4081,6 @@ def _bench_scale(folder, sizes, rounds, env):
     print("A compaction at exit: the time from the script's last line to the end")
     print("of the exit handlers after one write, less the same with no write.\n")
     print(_bench_table(["script"] + list(shapes), [["ms"] + compactions]))
-    return dict(zip(counts, load))
 
 
 def bench(argv):
@@ -3766,7 +4091,7 @@ def bench(argv):
     rounds, startup_rounds = (3, 5) if argv else (7, 21)
     started = time.perf_counter()
     here = os.path.dirname(os.path.abspath(__file__))
-    # A fresh bytecode cache, as an installed module runs (the SYNC row sets caboose.SYNC).
+    # A fresh bytecode cache, as an installed module runs.
     env = dict(os.environ)
     env.pop("PYTHONDONTWRITEBYTECODE", None)
     has_pycaboose = importlib.util.find_spec("pycaboose") is not None
@@ -3794,7 +4119,7 @@ def bench(argv):
         small, big, sizes = _bench_update(folder, stores, rounds, env)
         kinds = ["plain variables", "caboose"] + ["pycaboose"] * has_pycaboose
         added = _bench_startup(folder, kinds, startup_rounds, env)
-        load = _bench_scale(folder, sizes, rounds, env)
+        _bench_scale(folder, sizes, rounds, env)
 
     big_label = f"update, {_bench_kb(sizes['big'])} / small script"
     rows = [
@@ -3817,10 +4142,9 @@ def bench(argv):
             added.get("pycaboose"),
             0.15,
         ),
-        _bench_ratio("load, 10,000 keys / 1,000 keys", load[10_000], load[1000], 12),
     ]
-    print("\n## Targets\n")
-    print(_bench_table(["ratio", "value", "target", "result"], rows))
+    print("\n## Aims\n")
+    print(_bench_table(["ratio", "value", "aim", "result"], rows))
     if not has_pycaboose:
         print("\nThe two ratios to pycaboose are n/a: pycaboose is not importable here.")
     print(f"\nThe benchmark took {time.perf_counter() - started:.0f} s.")
