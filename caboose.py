@@ -52,15 +52,12 @@ def _text(value: "Any", where: "str | Any") -> str:
         text = ascii(value)
         if type(value) in _PLAIN:
             return text
-        back = _read(text, where)
-        same = ascii(back) == text
-        if type(value) in (set, frozenset):  # the same items, but maybe in another order
-            same = sorted(map(ascii, back)) == sorted(map(ascii, value))
-        if type(back) is type(value) and same:
-            return text
+        back = _read(text, where)  # the same text, or an equal value: a set's items may come
+        if type(back) is type(value) and (ascii(back) == text or back == value):  # back in
+            return text  # another order, and nan is not equal to itself
     except Exception:  # too long for str(), too deep for the parser, a name it does not have
         pass
-    what = f"cannot store a {type(value).__name__}: only literals that read back the same"
+    what = f"cannot store this {type(value).__name__}: only literals that read back the same"
     raise CabooseError(where, f"{what} (a datetime as its isoformat(), a deque as a list)")
 
 
@@ -108,6 +105,7 @@ class _Script:
 
     def __init__(self, path: str) -> None:
         self.path, self.fd = path, -1  # (no file open to write yet)
+        self.wrote = False  # (no line appended by this process yet: no compaction at exit)
         self.pid, self.mutex = os.getpid(), RLock()  # this process's lock among its threads
         self.records: dict[str, tuple[int, str]] = {}  # key -> (its line, its value's text)
         self.values: dict[str, Any] = {}  # key -> its value, as read, written or defaulted
@@ -116,6 +114,7 @@ class _Script:
 
     def load(self, fd: int) -> bytes:
         """Read the file: its block, and the values in use that another process changed."""
+        self.size = -1  # until this load is done: one that an error cut short is done again
         data = os.pread(fd, os.fstat(fd).st_size, 0)
         if not data:
             raise CabooseError(f"{self.path}:1", "the script is empty (an editor saving it?)")
@@ -164,6 +163,7 @@ class _Script:
                 old = self.records.get(key)
                 self.dead += len(f"# {key} = {old[1]}\n") if old else 0
                 self.records[key], self.head = (0, text), ""
+                self.wrote = True
                 self.end = self.size = self.end + len(line)  # (last: if interrupted, reread)
                 if self.dead > COMPACT_AFTER and self.dead > self.size // 2:
                     try:  # the value is stored: a compaction that fails waits for the exit
@@ -194,8 +194,7 @@ class _Script:
             if os.stat(self.path).st_ino != stat.st_ino:  # an editor saved by a rename
                 raise CabooseError(f"{self.path}:{self.line}", "the script was replaced")
             os.replace(temp, self.path)  # writers waiting on the old file find it renamed
-        except BaseException:
-            self.size = -1  # the script is as it was: read it again before the next write
+        except BaseException:  # the script is as it was, and as this process last read it
             if os.path.exists(temp):
                 os.unlink(temp)
             raise
@@ -273,7 +272,7 @@ def _finish() -> None:
     """At exit, compact the files this process wrote whose blocks have superseded lines."""
     for script in set(_scripts.values()):
         try:
-            if script.dead > 0 and script.fd >= 0:
+            if script.dead > 0 and script.wrote:
                 script.write(f"{script.path}:{script.line}", None, None)
         except CabooseError as error:
             print(error, file=sys.stderr)
