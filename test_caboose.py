@@ -8,12 +8,10 @@ it in subprocesses, so the repository's own files are never touched.
 """
 
 import ast
-import base64
 import collections
 import importlib.util
 import json
 import os
-import pickle
 import platform
 import py_compile
 import random
