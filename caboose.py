@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
 MARK = "# /// caboose"
 COMPACT_AFTER = 1 << 16  # superseded bytes (and half the file) that start a compaction
+_FLAG_BIT = {"LOAD_GLOBAL": sys.version_info >= (3, 11), "LOAD_ATTR": sys.version_info >= (3, 12)}
 
 
 class CabooseError(Exception):
@@ -33,31 +34,30 @@ class CabooseError(Exception):
         super().__init__(f"caboose: {where}: {what}")
 
 
-# -- values: literals whose ascii() reads back the same ---------------------------------------
+# -- values: literals whose ascii() reads back as an equal value ------------------------------
 _PLAIN = {int, float, str, bytes, bool, type(None)}  # their ascii() reads back exactly
 _NAMES = dict(nan=float("nan"), inf=float("inf"), set=set, frozenset=frozenset, complex=complex)
 
 
-def _read(text: str, where: str) -> "Any":  # in a namespace with only _NAMES: no builtins
+def _read(text: str, where: str) -> "Any":  # in a namespace of _NAMES only: no builtins
     try:
-        return eval(text, {"__builtins__": {}}, _NAMES)
+        return eval(text, {"__builtins__": {}, **_NAMES})  # (a fresh one: a := cannot change it)
     except Exception as error:
         raise CabooseError(where, f"cannot read {text[:40]!r}: {error!r}") from None
 
 
 def _text(value: "Any", where: "str | Any") -> str:
-    """ascii(value), if reading it gives back the same type and text (a set's items may come back
-    in another order)."""
+    """ascii(value), if reading it gives back an equal value of the same type."""
     try:
         text = ascii(value)
         if type(value) in _PLAIN:
             return text
-        back = _read(text, where)  # the same text, or an equal value: a set's items may come
-        if type(back) is type(value) and (ascii(back) == text or back == value):  # back in
-            return text  # another order, and nan is not equal to itself
+        back = _read(text, where)  # an equal value, or for a nan (never equal) the same text
+        if type(back) is type(value) and (back == value or "nan" in text and ascii(back) == text):
+            return text
     except Exception:  # too long for str(), too deep for the parser, a name it does not have
         pass
-    what = f"cannot store this {type(value).__name__}: only literals that read back the same"
+    what = f"cannot store this {type(value).__name__}: only literals that read back equal"
     raise CabooseError(where, f"{what} (a datetime as its isoformat(), a deque as a list)")
 
 
@@ -80,23 +80,21 @@ def _parse(data: bytes, path: str) -> "tuple[int, int, int, dict[str, tuple[int,
         if line[:2] != b"# " or not (equals and _is_key(key) and text.strip() and line.isascii()):
             raise CabooseError(f"{path}:{number}", "expected '# KEY = VALUE' in ASCII")
         records[key] = (number, text)
-    end = len(data) - len(lines[-1])
-    if lines[-1] and not _is_cut(lines[-1].decode("latin-1"), data[:end], path):
+    if lines[-1] and not _is_cut(lines[-1].decode("latin-1")):
         raise CabooseError(f"{path}:{first + len(lines) - 1}", "expected '# KEY = VALUE' in ASCII")
-    return start, first, end, records
+    if data.find(b"'''", start) >= 0 or data.find(b'"""', start) >= 0:  # a string's end?
+        try:  # then the code above the mark must compile: else the mark is inside a string
+            compile(data[:start], path, "exec", dont_inherit=True)
+        except Exception:
+            raise CabooseError(f"{path}:{first}", "this mark is inside a string") from None
+    return start, first, len(data) - len(lines[-1]), records
 
 
-def _is_cut(line: str, code: bytes, path: str) -> bool:
-    """Is this last line, with no newline, one a kill cut short ("# ke", "# key = 1")? It begins
-    like a line caboose writes, and the script compiles without it: it ends no string."""
+def _is_cut(line: str) -> bool:
+    """Could this last line, with no newline, be one a kill cut short ("# ke", "# key = 1")?"""
     key, _, rest = line[2:].partition(" ")
-    if line[:2] not in ("#", "# ") or not _is_key(key + "x") or rest[:1] not in ("", "="):
-        return False
-    try:
-        compile(code, path, "exec", dont_inherit=True)
-    except Exception:
-        return False
-    return line.isascii() and line.isprintable()
+    start = line[:2] in ("#", "# ") and _is_key(key + "x") and rest[:1] in ("", "=")
+    return start and line.isascii() and line.isprintable()  # a key or its start, then " = ..."
 
 
 # -- the script file: read, lock, append, compact --------------------------------------------
@@ -205,21 +203,22 @@ class _Script:
 def _target(code: "Any", offset: int) -> str:
     """The name the bytecode after the call at offset stores the new Value in, or "?"."""
     raw, parts, extend = code.co_code, [], 0
+    cells = code.co_cellvars + code.co_freevars  # (3.11+: cells are in the locals' slots)
+    local = getattr(code, "_varname_from_oparg", code.co_varnames.__getitem__)
+    shared = getattr(code, "_varname_from_oparg", cells.__getitem__)
     for at in range(offset + 2, len(raw), 2):
         op, arg, extend = opname[raw[at]], raw[at + 1] | extend, 0
-        names = code.co_varnames if "FAST" in op else code.co_names
         if op in ("STORE_FAST_STORE_FAST", "STORE_FAST_LOAD_FAST"):  # (3.13: two in one)
             op, arg = "STORE_FAST", arg >> 4
-        if op == "STORE_DEREF" and not parts:  # a variable that an inner function uses
-            if hasattr(code, "_varname_from_oparg"):  # (3.11+: cells share the locals' slots)
-                return str(code._varname_from_oparg(arg))
-            return str((code.co_cellvars + code.co_freevars)[arg])
+        name = shared if "DEREF" in op else local if "FAST" in op else code.co_names.__getitem__
         if op == "EXTENDED_ARG":
             extend = arg << 8
-        elif op in ("LOAD_NAME", "LOAD_FAST", "LOAD_FAST_CHECK", "LOAD_ATTR"):  # self.hits
-            parts.append(names[arg >> (op == "LOAD_ATTR" and sys.version_info >= (3, 12))])
-        elif op in ("STORE_NAME", "STORE_FAST", "STORE_GLOBAL", "STORE_ATTR"):
-            return ".".join(parts + [names[arg]]) if (op == "STORE_ATTR") == bool(parts) else "?"
+        elif op in "LOAD_NAME LOAD_GLOBAL LOAD_FAST LOAD_FAST_CHECK LOAD_DEREF LOAD_ATTR".split():
+            parts.append(str(name(arg >> _FLAG_BIT.get(op, False))))  # self.hits, state.hits
+        elif op in ("STORE_NAME", "STORE_FAST", "STORE_DEREF", "STORE_GLOBAL", "STORE_ATTR"):
+            return (
+                ".".join(parts + [str(name(arg))]) if (op == "STORE_ATTR") == bool(parts) else "?"
+            )
         elif op != "CACHE" and (op not in ("DUP_TOP", "COPY") or parts):  # inline caches
             return "?"  # (3.11+) are skipped, and the copy made for a = b = Value(0)
     return "?"

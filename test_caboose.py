@@ -303,6 +303,55 @@ class Keys(ScriptCase):
         """
         self.assertKeysInEveryScope(code, ["# self.hits = 3"])
 
+    def test_attribute_of_self_that_a_closure_captures_gives_its_dotted_key(self):
+        code = """\
+            class Box:
+                def __init__(self):
+                    self.hits = Value(0)
+                    self.read = lambda: self.hits.value  # self is a cell: LOAD_DEREF
+                    self.any = any(self.read() for _ in [1])
+            box = Box()
+            box.hits.value = 3
+            print(box.read())
+        """
+        self.assertKeysInEveryScope(code, ["# self.hits = 3"], output=["3"])
+
+    def test_attribute_of_a_global_set_in_a_function_gives_its_dotted_key(self):
+        code = """\
+            from types import SimpleNamespace
+            state = SimpleNamespace()
+
+            def setup():
+                state.hits = Value(0)  # state is a global here: LOAD_GLOBAL
+
+            setup()
+            state.hits.value = 5
+        """
+        self.assertKeysInEveryScope(code, ["# state.hits = 5"])
+
+    def test_a_value_passed_on_beside_a_closure_asks_for_a_key(self):
+        # (3.13 builds the closure with a LOAD_FAST of a cell, past co_varnames)
+        self.write(
+            "s.py",
+            """\
+            from caboose import CabooseError, Value
+
+            def keep(value, function):
+                return value
+
+            def f():
+                c = 1
+                v = keep(Value(0), lambda: c)
+
+            try:
+                f()
+            except CabooseError as error:
+                print(error)
+        """,
+        )
+        said = self.run_script("s.py").stdout
+        self.assertRegex(said, r"\Acaboose: \S*s\.py:8: no key '\?': pass key='name'\n\Z")
+
     def test_dotted_target_gives_its_whole_key(self):
         code = """\
             from types import SimpleNamespace
@@ -748,7 +797,7 @@ class TheTrailerFormat(ScriptCase):
                 self.assertEqual(result.stderr, "")  # (no exit compaction: nothing written)
                 lines = result.stdout.splitlines()
                 self.assertEqual(lines[-1], "0")
-                said = "only literals that read back the same"
+                said = "only literals that read back equal"
                 advice = "(a datetime as its isoformat(), a deque as a list)"
                 for index, name in enumerate(NOT_LITERALS.values()):
                     for line, message in zip([assign, update], lines[2 * index :]):
@@ -801,6 +850,15 @@ class TheTrailerFormat(ScriptCase):
     def test_a_name_in_a_value_is_refused_saying_so(self):
         result = self.assertBlockRefusedAt("# a = [1, foo]\n", 6)
         self.assertIn("s.py:6: cannot read '[1, foo]': NameError(", result.stderr)
+
+    def test_a_name_a_value_assigns_changes_no_other_value(self):
+        self.write(
+            "s.py",
+            "from caboose import Value\nx = Value(0)\ny = Value(0)\nprint(x.value, y.value)\n",
+        )
+        with open(self.path("s.py"), "a") as file:
+            file.write("# /// caboose\n# x = (nan := 0)\n# y = [nan]\n")
+        self.assertEqual(self.run_script("s.py").stdout, "0 [nan]\n")
 
     def test_a_value_has_no_builtins_to_call(self):
         for text in ["len([])", "__import__('os')", "__import__('os').system('echo > ran')"]:
@@ -983,8 +1041,13 @@ class TheTrailerFormat(ScriptCase):
     def test_a_mark_inside_a_string_at_the_end_is_a_clear_error_and_the_file_is_unchanged(self):
         cases = {  # the code after COUNTER, and the line the error names
             "closed on a later line": ('TEXT = """\n# /// caboose\n# b = 2\n"""\n', 8),
-            "closed on the last line, no newline": ('TEXT = """\n# /// caboose\n# b = 2"""', 7),
-            "closed on the last line": ('TEXT = """\n# /// caboose\n# b = 2"""\n', 7),
+            "closed on the last line, no newline": ('TEXT = """\n# /// caboose\n# b = 2"""', 6),
+            "closed on the last line": ('TEXT = """\n# /// caboose\n# b = 2"""\n', 6),
+            "closed by a line that reads as a record": (
+                "T = '''\n# /// caboose\n# b = 'x'''\n",
+                6,
+            ),
+            "closed by a record's comment": ("T = '''\n# /// caboose\n# b = 1  # '''\n", 6),
             "no block after a decoy above": ('DOC = """\n# /// caboose\n"""\n', 7),
         }
         for case, (text, line) in cases.items():
@@ -3437,10 +3500,11 @@ class HostileFileTests(ReliabilityCase):
     def test_mark_in_a_string_ending_in_a_line_a_write_could_cut_is_never_truncated(self):
         # the last line, with no newline, begins like a record, but the file does not
         # compile without it: it closes the string, so it is code
-        for end in ("# hits = 99'''", "# hits = '''", "#'''"):
+        # (the error names the mark's line, or the last line where no write could leave it)
+        for end, line in (("# hits = 99'''", 7), ("# hits = '''", 7), ("#'''", 8)):
             with self.subTest(end=end):
                 fake = f"FAKE = '''\n# /// caboose\n{end}"
-                self.assertRefusedAndUnchanged(HITS_SCRIPT + fake, 8)
+                self.assertRefusedAndUnchanged(HITS_SCRIPT + fake, line)
 
     def test_code_after_the_block_fails_naming_its_line_and_writes_nothing(self):
         # (README: the block is always last); a blank line, a stray comment and the
