@@ -104,11 +104,15 @@ class _Script:
     def __init__(self, path: str) -> None:
         self.path, self.fd = path, -1  # (no file open to write yet)
         self.wrote = False  # (no line appended by this process yet: no compaction at exit)
-        self.pid, self.mutex = os.getpid(), RLock()  # this process's lock among its threads
+        self.mutex = RLock()  # this process's lock among its threads
         self.records: dict[str, tuple[int, str]] = {}  # key -> (its line, its value's text)
         self.values: dict[str, Any] = {}  # key -> its value, as read, written or defaulted
+        os.register_at_fork(after_in_child=self.forked)
         with open(path, "rb") as file:
             self.load(file.fileno())
+
+    def forked(self) -> None:  # in a forked child, before it can have other threads
+        self.mutex, self.fd = RLock(), -1  # its own lock among its threads, and its own file
 
     def load(self, fd: int) -> bytes:
         """Read the file: its block, and the values in use that another process changed."""
@@ -123,15 +127,12 @@ class _Script:
         self.records = records
         live = sum(len(f"# {key} = {text}\n") for key, (_, text) in records.items())
         self.dead = self.end - self.start - len(MARK) - 1 - live if self.line else 0
-        newline = "" if data.endswith(b"\n") else "\n"
-        self.head = "" if self.line else f"{newline}{MARK}\n"  # what a first write adds
+        self.head = "" if self.line else ("" if data.endswith(b"\n") else "\n") + MARK + "\n"
         self.size = len(data) if self.end == len(data) else -1  # a cut line: always reread
         return data
 
     def write(self, where: "Any", key: "str | None", change: "Any", new: "Any" = None) -> "Any":
         """Under both locks, store change(the latest value) or new as key's value, or compact."""
-        if self.pid != os.getpid():  # a forked child: its own thread lock and its own file
-            self.mutex, self.fd, self.pid = RLock(), -1, os.getpid()
         if self.mutex._is_owned():  # a signal handler, or update()'s function, mid-write
             raise CabooseError(where, "a write began inside another write of the file")
         with self.mutex:  # (a with: no interrupt comes between taking it and the try)
@@ -144,6 +145,7 @@ class _Script:
                     if stat.st_nlink:  # 0: a compaction renamed another file over this one
                         break
                     fd, self.fd = self.fd, -1
+                    flock(fd, LOCK_UN)  # (a forked child may hold the same open file)
                     os.close(fd)
                 if stat.st_size != self.size:  # another process wrote, or an editor saved
                     self.load(self.fd)
@@ -225,7 +227,7 @@ def _target(code: "Any", offset: int) -> str:
 
 
 # -- Value -------------------------------------------------------------------------------------
-_scripts: "dict[str, _Script]" = {}  # a code object's file name -> its _Script
+_scripts: "dict[str, _Script]" = {}  # a file's real path, and each name code gives it -> its own
 
 
 class Value:
@@ -240,7 +242,7 @@ class Value:
             script = _scripts.get(path) or _Script(os.path.realpath(path))
         except OSError as error:
             raise CabooseError(frame, f"a Value needs a source file: {error}") from None
-        self._script = script = _scripts.setdefault(path, script)  # (another thread may win)
+        self._script = script = _scripts.setdefault(path, _scripts.setdefault(script.path, script))
         self.key = _target(code, offset) if key is None else key
         if not _is_key(self.key):
             raise CabooseError(frame, f"no key {self.key!r}: pass key='name'")

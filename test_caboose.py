@@ -1571,6 +1571,115 @@ class Concurrency(ScriptCase):
         self.assertEqual(self.output("s.py"), ["True", "updated"])
         self.assertEqual(self.stored_values("s.py"), {"v": 11})
 
+    def test_a_forked_child_keeps_no_lock_on_a_file_its_parent_left_after_a_compaction(self):
+        # the parent follows another process's compaction to the new file: the old file's
+        # lock, which the child's copy of the descriptor shares, must go with it
+        self.write(
+            "s.py",
+            """\
+            import os, subprocess, sys
+            from caboose import Value
+            v = Value(0)
+            if sys.argv[1:] == ["other"]:
+                v.value = 10  # this process holds the file open
+                print("ready", flush=True)
+                sys.stdin.readline()
+                v._script.write(None, None, None)  # a compaction, as at exit
+                print("compacted", flush=True)
+                sys.stdin.readline()  # the first process writes meanwhile
+                v.update(lambda n: n + 1)  # locks the old file first, and finds it replaced
+                print("updated", flush=True)
+                sys.exit()
+            v.value = 1  # this process holds the file open
+            other = subprocess.Popen(
+                [sys.executable, __file__, "other"], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+            )
+            other.stdout.readline()
+            wait, go = os.pipe()
+            child = os.fork()
+            if child == 0:  # a worker that never touches caboose, and lives on
+                os.read(wait, 1)
+                os._exit(0)
+            try:
+                other.stdin.write(b"go\\n")
+                other.stdin.flush()
+                print(other.stdout.readline().decode().strip())
+                v.value = 2  # follows the rename, and lets go of the old file
+                print(other.communicate(b"go\\n", timeout=20)[0].decode().strip())
+            finally:
+                other.kill()
+                os.write(go, b"x")
+                os.waitpid(child, 0)
+        """,
+        )
+        self.assertEqual(self.output("s.py"), ["compacted", "updated"])
+        self.assertEqual(self.stored_values("s.py"), {"v": 3})
+
+    def test_threads_of_a_forked_child_making_its_first_writes_together_lose_nothing(self):
+        self.write(
+            "s.py",
+            """\
+            import faulthandler, os, sys, threading
+            from caboose import Value
+            n = Value(0)
+            sys.setswitchinterval(1e-6)  # threads switch as often as they can
+            for _ in range(12):
+                n.update(lambda v: v)  # the parent has the file open when it forks
+                pid = os.fork()
+                if pid == 0:
+                    faulthandler.dump_traceback_later(20, exit=True)  # a hang fails the test
+                    start = threading.Barrier(4)
+
+                    def work():
+                        start.wait()
+                        for _ in range(25):
+                            n.update(lambda v: v + 1)
+
+                    threads = [threading.Thread(target=work) for _ in range(4)]
+                    for thread in threads:
+                        thread.start()
+                    for thread in threads:
+                        thread.join()
+                    os._exit(0)
+                print(os.waitpid(pid, 0)[1])
+            print(n.update(lambda v: v))
+        """,
+        )
+        self.assertEqual(self.output("s.py", timeout=120), ["0"] * 12 + ["1200"])
+
+    def test_a_script_reached_by_two_names_is_one_file_to_caboose(self):
+        # a folder on sys.path through a symlink: a write through one name inside an
+        # update() through the other is refused, as any write inside a write is
+        os.mkdir(self.path("real"))
+        os.symlink("real", self.path("alias"))
+        self.write("real/lib.py", "from caboose import Value\nhits = Value(0)\n")
+        self.write(
+            "s.py",
+            """\
+            import importlib.util, os, signal, sys
+            sys.path.insert(0, "real")
+            from caboose import CabooseError
+            import lib
+            spec = importlib.util.spec_from_file_location("other", os.path.join("alias", "lib.py"))
+            other = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(other)
+            print(lib.hits._script is other.hits._script)
+            signal.alarm(20)  # a hang fails the test
+
+            def change(n):
+                other.hits.value = 100
+                return n + 1
+
+            try:
+                lib.hits.update(change)
+            except CabooseError as error:
+                print("refused" if "inside another write" in str(error) else error)
+            lib.hits.update(lambda n: n + 5)
+            print(other.hits.value)
+        """,
+        )
+        self.assertEqual(self.output("s.py"), ["True", "refused", "5"])
+
     def test_signal_handler_updating_every_2_ms_while_the_main_loop_writes_loses_nothing(self):
         self.write(
             "s.py",
