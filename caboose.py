@@ -2,7 +2,7 @@
 
 The block starts at the last line of the file that is exactly "# /// caboose" and runs to the
 end of the file, with no closing line. Every line after that mark is "# KEY = VALUE" in ASCII:
-KEY a dotted name, VALUE ascii(value) of a literal that reads back as the same value. A later
+KEY a dotted name, VALUE ascii(value) of a literal that reads back as an equal value. A later
 line for a key wins. A write appends one line under flock (the first, the mark too), so a kill
 can only cut the last line short: such a line is ignored, and the next write truncates it.
 Any other line after the mark is an error. A compaction writes the code and one line a key
@@ -115,7 +115,7 @@ class _Script:
         self.mutex, self.fd = RLock(), -1  # its own lock among its threads, and its own file
 
     def load(self, fd: int) -> bytes:
-        """Read the file: its block, and the values in use that another process changed."""
+        """Read the file: its block, and each value whose line changed since the last read."""
         self.size = -1  # until this load is done: one that an error cut short is done again
         data = os.pread(fd, os.fstat(fd).st_size, 0)
         if not data:
