@@ -1973,21 +1973,28 @@ class CommandLine(ScriptCase):
     def caboose(self, *args, **kwargs):
         return self.run_script("caboose.py", *args, check=False, **kwargs)
 
-    def test_caboose_py_ships_with_its_own_block_counting_no_run(self):
-        with open(MODULE, "rb") as file:
-            self.assertTrue(file.read().endswith(b"\n# /// caboose\n# runs = 0\n"))
+    def runs_counted(self):
+        """The count in the copy's own block (0 as shipped; more once its self-test ran)."""
+        match = re.search(rb"\n# /// caboose\n# runs = (\d+)\n\Z", self.read("caboose.py"))
+        self.assertIsNotNone(match, "caboose.py ends with its block: the mark and one count")
+        return int(match[1])
+
+    def test_caboose_py_ends_with_its_own_block_of_one_count(self):
+        self.runs_counted()
+        with open(MODULE, "rb") as file:  # the repository's own copy, too
+            self.assertEqual(file.read(), self.read("caboose.py"))
 
     def test_any_arguments_or_none_run_the_self_test(self):
         arguments = [[], ["--selftest"], ["--help"], ["frobnicate"], ["--selftest", "--help"]]
-        for run, args in enumerate(arguments, 1):
+        for run, args in enumerate(arguments, self.runs_counted() + 1):
             with self.subTest(args=args):
                 result = self.caboose(*args)
                 ran = (0, f"caboose selftest: ok (run {run})\n", "")
                 self.assertEqual((result.returncode, result.stdout, result.stderr), ran)
 
     def test_selftest_counts_its_runs_in_its_own_trailer(self):
-        code = code_above_block(self.read("caboose.py"))
-        for run in [1, 2, 3]:
+        code, counted = code_above_block(self.read("caboose.py")), self.runs_counted()
+        for run in [counted + 1, counted + 2, counted + 3]:
             result = self.caboose("--selftest")
             self.assertEqual(result.stdout, f"caboose selftest: ok (run {run})\n", result.stderr)
             block = f"# /// caboose\n# runs = {run}\n".encode()
