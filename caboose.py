@@ -107,11 +107,14 @@ class _Script:
         self.mutex = RLock()  # this process's lock among its threads
         self.records: dict[str, tuple[int, str]] = {}  # key -> (its line, its value's text)
         self.values: dict[str, Any] = {}  # key -> its value, as read, written or defaulted
-        os.register_at_fork(after_in_child=self.forked)
         with open(path, "rb") as file:
             self.load(file.fileno())
+        os.register_at_fork(after_in_child=self.forked)
+        atexit.register(self.finish)
 
     def forked(self) -> None:  # in a forked child, before it can have other threads
+        if self.fd >= 0:  # (its copy of the parent's open file would keep the parent's lock)
+            os.close(self.fd)
         self.mutex, self.fd = RLock(), -1  # its own lock among its threads, and its own file
 
     def load(self, fd: int) -> bytes:
@@ -145,8 +148,7 @@ class _Script:
                     if stat.st_nlink:  # 0: a compaction renamed another file over this one
                         break
                     fd, self.fd = self.fd, -1
-                    flock(fd, LOCK_UN)  # (a forked child may hold the same open file)
-                    os.close(fd)
+                    os.close(fd)  # (which lets go of its lock: a forked child closed its copy)
                 if stat.st_size != self.size:  # another process wrote, or an editor saved
                     self.load(self.fd)
                 if key is None:
@@ -198,7 +200,16 @@ class _Script:
             if os.path.exists(temp):
                 os.unlink(temp)
             raise
+        fd, self.fd = self.fd, -1  # the next write opens the new file (a hard link may keep
+        os.close(fd)  # the old one alive), and closing this one lets go of its lock
         self.dead = 0
+
+    def finish(self) -> None:  # at exit: compact the block if this process wrote superseded lines
+        try:
+            if self.dead > 0 and self.wrote:
+                self.write(f"{self.path}:{self.line}", None, None)
+        except CabooseError as error:
+            print(error, file=sys.stderr)
 
 
 # -- frame inspection: the key is the name the Value is stored in ----------------------------
@@ -266,17 +277,6 @@ class Value:
 
     def __bool__(self) -> bool:
         return bool(self.value)
-
-
-@atexit.register
-def _finish() -> None:
-    """At exit, compact the files this process wrote whose blocks have superseded lines."""
-    for script in set(_scripts.values()):
-        try:
-            if script.dead > 0 and script.wrote:
-                script.write(f"{script.path}:{script.line}", None, None)
-        except CabooseError as error:
-            print(error, file=sys.stderr)
 
 
 # -- command line and self-test --------------------------------------------------------------

@@ -1504,13 +1504,16 @@ class Concurrency(ScriptCase):
         self.write(
             "s.py",
             """\
-            import os
+            import os, subprocess, sys
             from caboose import Value
             a = Value(0)
+            if sys.argv[1:] == ["other"]:
+                a.value = 1
+                a.value = 1  # a superseded line: this process compacts the file at its exit
+                sys.exit()
             a.value = 1  # appended: this process holds the file open
-            a.value = 1  # a superseded line: a compaction will replace the file
             inode = os.stat(__file__).st_ino
-            a._script.write(None, None, None)  # a compaction, as at exit: that file is replaced
+            subprocess.run([sys.executable, __file__, "other"], check=True)
             print(os.stat(__file__).st_ino != inode)
             real = os.close
 
@@ -1614,6 +1617,66 @@ class Concurrency(ScriptCase):
         )
         self.assertEqual(self.output("s.py"), ["compacted", "updated"])
         self.assertEqual(self.stored_values("s.py"), {"v": 3})
+
+    def test_a_forked_child_does_not_keep_the_lock_of_a_parent_killed_while_writing(self):
+        self.write(
+            "s.py",
+            """\
+            import os, sys
+            from caboose import Value
+            a = Value(0)
+            if sys.argv[1:] == ["write"]:
+                print(a.update(lambda n: n + 1))
+                sys.exit()
+            a.value = 1  # this process holds the file open
+            if os.fork() == 0:  # a worker that never touches caboose, and lives on
+                sys.stdin.readline()
+                os._exit(0)
+
+            def hold(n):
+                print("holding", flush=True)
+                sys.stdin.readline()  # killed here, with the file locked
+                return n + 1
+
+            a.update(hold)
+        """,
+        )
+        parent = subprocess.Popen(
+            [sys.executable, "s.py"],
+            cwd=self.folder,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            self.assertEqual(parent.stdout.readline(), "holding\n")
+            parent.kill()
+            parent.wait()
+            # the child lives on: its copy of the open file must not keep the lock
+            self.assertEqual(self.output("s.py", "write", timeout=20), ["2"])
+        finally:
+            parent.kill()
+            parent.stdin.close()  # and the child ends
+            parent.stdout.close()
+            parent.wait()
+
+    def test_a_process_that_compacts_a_hard_linked_script_goes_on_writing_to_the_script(self):
+        # compaction splits the script from its other name; this process's later writes
+        # must go to the script, not to the old file the other name keeps
+        self.write(
+            "s.py",
+            """\
+            import caboose
+            from caboose import Value
+            caboose.COMPACT_AFTER = 200
+            n = Value(0)
+            for _ in range(100):
+                n.value += 1
+        """,
+        )
+        os.link(self.path("s.py"), self.path("link.py"))
+        self.run_script("s.py")
+        self.assertEqual(self.stored_values("s.py"), {"n": 100})
 
     def test_threads_of_a_forked_child_making_its_first_writes_together_lose_nothing(self):
         self.write(
