@@ -112,7 +112,7 @@ class ScriptCase(unittest.TestCase):
         that exec does not give it back), root is held to the owner's mode bits: chmod 444 then
         keeps it from writing a file it owns, and chmod 555 from making a file in a folder it
         owns.  (Running as another user is no way here: the interpreter may live under a folder
-        only root may enter, as /root/.pyenv does.)  None when this process is not root.
+        only root may enter, as a pyenv in root's home does.)  None when this process is not root.
         """
         if os.geteuid() != 0:
             return None
