@@ -1558,6 +1558,7 @@ class Concurrency(ScriptCase):
             wait, go = os.pipe()
             child = os.fork()
             if child == 0:  # a worker that never touches caboose, and lives on
+                os.close(go)  # (so that it ends with its parent, should the test fail)
                 os.read(wait, 1)
                 os._exit(0)
             inode = os.stat(__file__).st_ino
@@ -1601,6 +1602,7 @@ class Concurrency(ScriptCase):
             wait, go = os.pipe()
             child = os.fork()
             if child == 0:  # a worker that never touches caboose, and lives on
+                os.close(go)  # (so that it ends with its parent, should the test fail)
                 os.read(wait, 1)
                 os._exit(0)
             try:
